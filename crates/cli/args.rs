@@ -1,0 +1,124 @@
+//! Command-line flags, as CONTRACT.md fixes them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use rangefetch_core::Sha256Hex;
+
+/// Parallel segmented downloads, verified with SHA-256.
+#[derive(Debug, Parser)]
+#[command(name = "rangefetch", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download one file (several URLs = mirrors of the same bytes).
+    Get(GetArgs),
+    /// Check a local file against an expected SHA-256.
+    Verify(VerifyArgs),
+    /// Print `<hex>  <path>` lines, like sha256sum.
+    Hash(HashArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// URL of the file; further URLs are mirrors of the same bytes.
+    #[arg(required = true, value_name = "URL")]
+    pub urls: Vec<String>,
+    /// Destination file [default: the URL's file name, in the current directory].
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub expected: Expected,
+    /// Most concurrent connections (1..=64).
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub connections: u16,
+    /// Bytes per ranged request (K, M, G, KiB, MiB, GiB suffixes).
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_chunk_size)]
+    pub chunk_size: u64,
+    /// Failed attempts without progress allowed per range.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+    /// Drop a connection that receives no byte for this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 20.0, value_parser = parse_seconds)]
+    pub stall_timeout: f64,
+    /// TCP + TLS connect timeout in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 15.0, value_parser = parse_seconds)]
+    pub connect_timeout: f64,
+    /// HTTP(S) proxy for all requests [default: from HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY].
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+    /// Extra trusted root certificate(s), PEM.
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Vec<PathBuf>,
+    /// Content-addressed cache of verified files.
+    #[arg(long, value_name = "DIR", env = "RANGEFETCH_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// JSON lines on stdout: progress events, then one summary object.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress display.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct Expected {
+    /// Expected SHA-256 (64 hex digits, either case).
+    #[arg(long, value_name = "HEX", value_parser = parse_sha256)]
+    pub sha256: Option<Sha256Hex>,
+    /// A checksum file (GNU or BSD format), local path or URL; the entry
+    /// named like the URL's file is the expected hash.
+    #[arg(long, value_name = "URL|PATH")]
+    pub sha256_sums: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The file to check.
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub expected: VerifyExpected,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct VerifyExpected {
+    /// Expected SHA-256 (64 hex digits, either case).
+    #[arg(long, value_name = "HEX", value_parser = parse_sha256)]
+    pub sha256: Option<Sha256Hex>,
+    /// A checksum file (GNU or BSD format), local path or URL.
+    #[arg(long, value_name = "URL|PATH")]
+    pub sha256_sums: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HashArgs {
+    /// Files to hash (in parallel).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+fn parse_sha256(value: &str) -> Result<Sha256Hex, String> {
+    Sha256Hex::parse(value).map_err(|e| e.to_string())
+}
+
+fn parse_chunk_size(value: &str) -> Result<u64, String> {
+    match rangefetch_core::size::parse_size(value) {
+        Ok(0) => Err("chunk size must be at least 1 byte".to_owned()),
+        Ok(bytes) => Ok(bytes),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_seconds(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => Ok(secs),
+        _ => Err(format!("{value:?} is not a number of seconds between 0 and 86400")),
+    }
+}

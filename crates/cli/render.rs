@@ -1,0 +1,114 @@
+//! Turns engine events into what a person or a program sees: a progress bar
+//! on stderr, or JSON lines on stdout.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rangefetch_core::Event;
+use serde_json::json;
+
+/// How progress is shown.
+pub enum Render {
+    /// No bar (stderr is not a terminal), but notices still printed.
+    Silent,
+    /// Nothing at all (`--quiet`).
+    Quiet,
+    /// A progress bar on stderr.
+    Bar(ProgressBar),
+    /// JSON lines on stdout, progress at most a few times a second.
+    Json(Mutex<Instant>),
+}
+
+impl Render {
+    pub fn new(json: bool, quiet: bool) -> Self {
+        if json {
+            return Render::Json(Mutex::new(Instant::now() - Duration::from_secs(1)));
+        }
+        if quiet {
+            return Render::Quiet;
+        }
+        if !std::io::stderr().is_terminal() {
+            return Render::Silent;
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
+        let template = if std::env::var_os("NO_COLOR").is_some() {
+            "{bytes}/{total_bytes} [{bar:30}] {binary_bytes_per_sec} eta {eta} {msg}"
+        } else {
+            "{bytes}/{total_bytes} [{bar:30.cyan/blue}] {binary_bytes_per_sec} eta {eta} {msg}"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        Render::Bar(bar)
+    }
+
+    pub fn event(&self, event: &Event) {
+        match self {
+            Render::Quiet => {}
+            Render::Silent => {
+                if let Event::Notice { message } = event {
+                    eprintln!("rangefetch: {message}");
+                }
+            }
+            Render::Bar(bar) => match event {
+                Event::Started { total, resumed_bytes, .. } => {
+                    if let Some(total) = total {
+                        bar.set_length(*total);
+                    }
+                    bar.set_position(*resumed_bytes);
+                }
+                Event::Progress { bytes, connections, retries, .. } => {
+                    bar.set_position(*bytes);
+                    bar.set_message(format!("{connections} conn, {retries} retries"));
+                }
+                Event::Retry { message, .. } => bar.println(format!("retrying: {message}")),
+                Event::Notice { message } => bar.println(format!("rangefetch: {message}")),
+                Event::Downloaded { bytes } => {
+                    bar.set_position(*bytes);
+                    bar.set_message("verifying");
+                }
+                _ => {}
+            },
+            Render::Json(last) => {
+                let line = match event {
+                    Event::Progress { bytes, total, rate_bps, connections, retries } => {
+                        let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if last.elapsed() < Duration::from_millis(200) {
+                            return;
+                        }
+                        *last = Instant::now();
+                        json!({"event": "progress", "bytes": bytes, "total": total, "rate_bps": rate_bps,
+                               "connections": connections, "retries": retries})
+                    }
+                    Event::Started { url, total, ranges, resumed_bytes } => {
+                        json!({"event": "started", "url": url, "total": total, "ranges": ranges,
+                               "resumed_bytes": resumed_bytes})
+                    }
+                    Event::Retry { range, attempt, class, message, delay } => json!({
+                        "event": "retry", "start": range.start, "end": range.end, "attempt": attempt,
+                        "class": class, "error": message, "delay_s": delay.as_secs_f64()}),
+                    Event::Downloaded { bytes } => json!({"event": "downloaded", "bytes": bytes}),
+                    Event::Notice { message } => json!({"event": "notice", "message": message}),
+                    Event::RemoteChanged { reason } => json!({"event": "remote-changed", "reason": reason}),
+                    _ => return,
+                };
+                print_json(&line);
+            }
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Render::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Prints one JSON line on stdout; a closed stdout is not worth a panic.
+pub fn print_json(value: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{value}");
+    let _ = out.flush();
+}

@@ -1,0 +1,80 @@
+//! rangefetch-core: segmented, resumable, verified HTTP downloads.
+//!
+//! A [`Download`] splits a remote file into byte ranges, fetches them over
+//! several connections with per-range retries, writes them into
+//! `<out>.part`, hashes the completed prefix with SHA-256 *while* the rest
+//! arrives, and publishes `<out>` by an atomic rename only once every byte is
+//! written, flushed and — when a hash was given — verified.
+//!
+//! The pipeline, one module per stage: [`probe`] (size, ranges, validator)
+//! → [`plan`] (the chunk scheduler) → `fetch` (the connection pool) →
+//! [`store`] (the part file) → [`verify`] (streaming SHA-256) → commit (in
+//! [`download`]). Pure parsers of untrusted input live in [`range`],
+//! [`header`], [`checksums`], [`name`] and [`size`].
+//!
+//! # Example
+//!
+//! ```no_run
+//! use rangefetch_core::{Download, Event, Sha256Hex};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let expected = Sha256Hex::parse(
+//!     "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+//! )?;
+//! let outcome = Download::builder("https://example.org/images/disk.img")
+//!     .output("disk.img")
+//!     .sha256(expected)
+//!     .connections(8)
+//!     .on_event(|event| {
+//!         if let Event::Progress { bytes, total, .. } = event {
+//!             eprintln!("{bytes} of {total:?} bytes");
+//!         }
+//!     })
+//!     .build()?
+//!     .run()
+//!     .await?;
+//! println!("{} {}", outcome.sha256, outcome.path.display());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Cancellation
+//!
+//! Dropping the future returned by [`Download::run`] stops every connection
+//! at its next await point. What was written stays in `<out>.part`; `<out>`
+//! is never touched by an unfinished download, so a crash or a cancel never
+//! leaves a partial file under the final name.
+//!
+//! # Errors
+//!
+//! Every failure is an [`Error`] with an [`ErrorKind`]:
+//! network and 5xx failures are retried inside the engine and surface only
+//! once the retry budget is spent; [`Error::is_retryable`] says whether a
+//! later attempt could succeed.
+
+#![warn(missing_docs)]
+
+pub mod cancel;
+pub mod checksums;
+pub mod download;
+pub mod error;
+pub mod event;
+mod fetch;
+pub mod header;
+pub mod journal;
+pub mod name;
+pub mod plan;
+pub mod probe;
+pub mod range;
+pub mod retry;
+pub mod size;
+pub mod store;
+mod stream;
+pub mod verify;
+
+pub use cancel::CancelToken;
+pub use checksums::Sha256Hex;
+pub use download::{Config, Download, DownloadBuilder, Outcome, part_path, state_path};
+pub use error::{Error, ErrorKind, Result};
+pub use event::{Event, EventSink};
+pub use store::WriteMode;

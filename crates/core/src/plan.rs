@@ -1,0 +1,318 @@
+//! The plan: which bytes are still to fetch, which are in flight and with
+//! whom, and which are written. Pure bookkeeping, no I/O.
+//!
+//! A [`Scheduler`] hands out [`Assignment`]s, lowest offset first so the hash
+//! frontier keeps up. A task's owner *claims* bytes just before writing them,
+//! which moves the task's cursor; when nothing is left to hand out, an idle
+//! connection steals the far half of the largest unclaimed remainder, so the
+//! slowest range never decides the total time.
+//!
+//! Invariant (property-tested): pending ∪ (every task's `[cursor, end)`) ∪
+//! claimed bytes cover `[0, total)` exactly once.
+
+use std::collections::BTreeMap;
+
+use crate::range::{ByteRange, RangeSet};
+
+/// Identifies one in-flight task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(u64);
+
+/// A range handed to a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    /// The task to report claims against.
+    pub id: TaskId,
+    /// The bytes it covers when handed out; the end may later shrink.
+    pub range: ByteRange,
+    /// Whether it was stolen from another task's remainder.
+    pub stolen: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Task {
+    /// Next byte to claim.
+    cursor: u64,
+    /// One past the last byte this task may claim; shrinks when stolen from.
+    end: u64,
+}
+
+/// Tracks pending, in-flight and written bytes of one file.
+#[derive(Clone, Debug)]
+pub struct Scheduler {
+    total: u64,
+    chunk_size: u64,
+    min_piece: u64,
+    /// Unassigned ranges, by start; disjoint.
+    pending: BTreeMap<u64, u64>,
+    tasks: BTreeMap<TaskId, Task>,
+    written: RangeSet,
+    next_id: u64,
+}
+
+impl Scheduler {
+    /// Plans `[0, total)` in chunks of `chunk_size`, skipping what `done`
+    /// already covers. Steals never leave a piece below `min_piece` bytes.
+    pub fn new(total: u64, chunk_size: u64, min_piece: u64, done: &RangeSet) -> Self {
+        let mut pending = BTreeMap::new();
+        for gap in done.gaps(total) {
+            pending.insert(gap.start, gap.end);
+        }
+        let mut written = RangeSet::new();
+        for range in done.ranges() {
+            written.insert(ByteRange::new(range.start.min(total), range.end.min(total)));
+        }
+        Self {
+            total,
+            chunk_size: chunk_size.max(1),
+            min_piece: min_piece.max(1),
+            pending,
+            tasks: BTreeMap::new(),
+            written,
+            next_id: 0,
+        }
+    }
+
+    /// Size of the file.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> &RangeSet {
+        &self.written
+    }
+
+    /// Whether every byte is written.
+    pub fn is_complete(&self) -> bool {
+        self.written.covered() == self.total
+    }
+
+    /// Whether anything is left to hand out or in flight.
+    pub fn has_work(&self) -> bool {
+        !self.pending.is_empty() || self.tasks.values().any(|t| t.cursor < t.end)
+    }
+
+    /// Number of tasks in flight.
+    pub fn in_flight(&self) -> usize {
+        self.tasks.len()
+    }
+
+    fn new_task(&mut self, range: ByteRange, stolen: bool) -> Assignment {
+        let id = TaskId(self.next_id);
+        self.next_id += 1;
+        self.tasks.insert(id, Task { cursor: range.start, end: range.end });
+        Assignment { id, range, stolen }
+    }
+
+    /// The next range to fetch: the lowest pending chunk, else the far half
+    /// of the largest in-flight remainder, else `None`.
+    pub fn next_assignment(&mut self) -> Option<Assignment> {
+        if let Some((&start, &end)) = self.pending.iter().next() {
+            self.pending.remove(&start);
+            let chunk_end = end.min(start.saturating_add(self.chunk_size));
+            if chunk_end < end {
+                self.pending.insert(chunk_end, end);
+            }
+            return Some(self.new_task(ByteRange::new(start, chunk_end), false));
+        }
+        self.steal()
+    }
+
+    /// Splits the largest in-flight remainder and hands out its far half.
+    pub fn steal(&mut self) -> Option<Assignment> {
+        let (&victim, task) = self
+            .tasks
+            .iter()
+            .max_by_key(|(id, t)| (t.end - t.cursor, std::cmp::Reverse(**id)))?;
+        let remaining = task.end - task.cursor;
+        if remaining < 2 * self.min_piece {
+            return None;
+        }
+        let end = task.end;
+        let mid = task.cursor + remaining / 2;
+        if let Some(task) = self.tasks.get_mut(&victim) {
+            task.end = mid;
+        }
+        Some(self.new_task(ByteRange::new(mid, end), true))
+    }
+
+    /// The bytes task `id` may still claim, `[cursor, end)`; empty when the
+    /// task is unknown or finished.
+    pub fn remaining(&self, id: TaskId) -> ByteRange {
+        self.tasks
+            .get(&id)
+            .map_or(ByteRange::new(0, 0), |t| ByteRange::new(t.cursor, t.end))
+    }
+
+    /// Claims up to `want` bytes at the task's cursor for writing and returns
+    /// them; an empty range means the task has nothing left (it finished, or
+    /// its remainder was stolen).
+    pub fn claim(&mut self, id: TaskId, want: u64) -> ByteRange {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return ByteRange::new(0, 0);
+        };
+        let take = want.min(task.end - task.cursor);
+        let claimed = ByteRange::new(task.cursor, task.cursor + take);
+        task.cursor += take;
+        claimed
+    }
+
+    /// Records claimed bytes as written; returns the new end of the
+    /// contiguous written prefix if it moved.
+    pub fn mark_written(&mut self, range: ByteRange) -> Option<u64> {
+        let before = self.written.prefix_end();
+        self.written.insert(range);
+        let after = self.written.prefix_end();
+        (after > before).then_some(after)
+    }
+
+    /// Ends a task; whatever it did not claim goes back to the pending queue.
+    pub fn release(&mut self, id: TaskId) {
+        if let Some(task) = self.tasks.remove(&id) {
+            if task.cursor < task.end {
+                self.pending.insert(task.cursor, task.end);
+            }
+        }
+    }
+
+    /// Forgets all progress: everything becomes pending again and every task
+    /// is dropped (their owners see empty claims). Used when the remote
+    /// changed and the partial data must be discarded.
+    pub fn reset(&mut self) {
+        self.pending.clear();
+        if self.total > 0 {
+            self.pending.insert(0, self.total);
+        }
+        self.tasks.clear();
+        self.written = RangeSet::new();
+    }
+
+    /// Pending ranges, in order (for tests and the journal).
+    pub fn pending(&self) -> Vec<ByteRange> {
+        self.pending.iter().map(|(&s, &e)| ByteRange::new(s, e)).collect()
+    }
+
+    /// In-flight remainders `[cursor, end)`, in task order.
+    pub fn in_flight_ranges(&self) -> Vec<ByteRange> {
+        self.tasks.values().map(|t| ByteRange::new(t.cursor, t.end)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fresh(total: u64, chunk: u64, min_piece: u64) -> Scheduler {
+        Scheduler::new(total, chunk, min_piece, &RangeSet::new())
+    }
+
+    #[test]
+    fn hands_out_chunks_lowest_first() {
+        let mut plan = fresh(25, 10, 1);
+        let a = plan.next_assignment().expect("first");
+        let b = plan.next_assignment().expect("second");
+        let c = plan.next_assignment().expect("third");
+        assert_eq!((a.range, b.range, c.range), (
+            ByteRange::new(0, 10),
+            ByteRange::new(10, 20),
+            ByteRange::new(20, 25)
+        ));
+        assert!(!c.stolen);
+    }
+
+    #[test]
+    fn steals_far_half_of_largest_remainder() {
+        let mut plan = fresh(100, 100, 10);
+        let a = plan.next_assignment().expect("whole file");
+        assert_eq!(plan.claim(a.id, 20), ByteRange::new(0, 20));
+        let b = plan.next_assignment().expect("a steal");
+        assert!(b.stolen);
+        assert_eq!(b.range, ByteRange::new(60, 100));
+        // The victim may now claim only up to the split point.
+        assert_eq!(plan.claim(a.id, 1000), ByteRange::new(20, 60));
+        assert!(plan.claim(a.id, 1).is_empty());
+    }
+
+    #[test]
+    fn does_not_steal_below_min_piece() {
+        let mut plan = fresh(30, 30, 16);
+        let _a = plan.next_assignment().expect("whole file");
+        assert_eq!(plan.next_assignment(), None);
+    }
+
+    #[test]
+    fn resumes_only_the_gaps() {
+        let mut done = RangeSet::new();
+        done.insert(ByteRange::new(0, 40));
+        done.insert(ByteRange::new(60, 70));
+        let mut plan = Scheduler::new(100, 1000, 1, &done);
+        assert_eq!(plan.pending(), vec![ByteRange::new(40, 60), ByteRange::new(70, 100)]);
+        assert_eq!(plan.written().prefix_end(), 40);
+        let a = plan.next_assignment().expect("gap");
+        assert_eq!(a.range, ByteRange::new(40, 60));
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Assign,
+        Claim(usize, u64),
+        Release(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            Just(Op::Assign),
+            (0usize..8, 0u64..5000).prop_map(|(i, n)| Op::Claim(i, n)),
+            (0usize..8).prop_map(Op::Release),
+        ]
+    }
+
+    proptest! {
+        /// Pending, in-flight remainders and claimed bytes tile `[0, total)`
+        /// exactly, after any sequence of assignments, steals, claims and
+        /// releases; and draining the plan writes every byte once.
+        #[test]
+        fn plan_tiles_the_file(total in 0u64..20_000, chunk in 1u64..6000, min_piece in 1u64..600, ops in proptest::collection::vec(op(), 0..80)) {
+            let mut plan = fresh(total, chunk, min_piece);
+            let mut live: Vec<TaskId> = Vec::new();
+            let mut claimed = vec![0u8; total as usize];
+            for op in ops {
+                match op {
+                    Op::Assign => if let Some(a) = plan.next_assignment() { live.push(a.id) },
+                    Op::Claim(i, n) => if let Some(&id) = live.get(i % live.len().max(1)) {
+                        let r = plan.claim(id, n);
+                        for b in &mut claimed[r.start as usize..r.end as usize] { *b += 1; }
+                        plan.mark_written(r);
+                    },
+                    Op::Release(i) => if !live.is_empty() {
+                        let id = live.remove(i % live.len());
+                        plan.release(id);
+                    },
+                }
+                let mut cover = claimed.clone();
+                for r in plan.pending().into_iter().chain(plan.in_flight_ranges()) {
+                    for b in &mut cover[r.start as usize..r.end as usize] { *b += 1; }
+                }
+                prop_assert!(cover.iter().all(|&c| c == 1), "bytes not covered exactly once");
+            }
+            // Drain: keep assigning and claiming until nothing is left.
+            let mut rounds = 0;
+            while plan.has_work() {
+                rounds += 1;
+                prop_assert!(rounds < 100_000);
+                let id = match plan.next_assignment() {
+                    Some(a) => a.id,
+                    None => *plan.tasks.keys().find(|id| !plan.remaining(**id).is_empty()).expect("work left"),
+                };
+                let r = plan.claim(id, 777);
+                for b in &mut claimed[r.start as usize..r.end as usize] { *b += 1; }
+                plan.mark_written(r);
+            }
+            prop_assert!(claimed.iter().all(|&c| c == 1));
+            prop_assert!(plan.is_complete());
+            prop_assert_eq!(plan.written().prefix_end(), total);
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The fallback path: one stream from byte 0, for servers that ignore
+//! ranges or do not say how long the file is. Still verified, still written
+//! to the part file first; a failure restarts the stream from zero (without
+//! ranges there is no way to ask for the rest), with the hash reset so no
+//! byte is counted twice.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use reqwest::{Response, StatusCode, header};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::Event;
+use crate::fetch::Fetcher;
+use crate::probe::{Validator, network_error, status_error};
+use crate::range::ByteRange;
+use crate::retry::{Jitter, backoff_delay, next_delay};
+
+/// Streams the whole body into the part file; returns its length.
+pub(crate) async fn single_stream(fetcher: &Fetcher, first: Response) -> Result<u64> {
+    let mut response = Some(first);
+    let mut failures = 0u32;
+    let mut jitter = Jitter::new(0x5eed);
+    loop {
+        let result = match response.take() {
+            Some(response) => stream_once(fetcher, response).await,
+            None => request_whole(fetcher).await,
+        };
+        let error = match result {
+            Ok(len) => return Ok(len),
+            Err(error) => error,
+        };
+        failures += 1;
+        if !error.is_retryable() || failures > fetcher.policy.retries {
+            return Err(error.with_attempts(failures));
+        }
+        let backoff = backoff_delay(failures, fetcher.policy.backoff_base, fetcher.policy.backoff_cap, jitter.next_unit());
+        let delay = next_delay(backoff, error.retry_after(), fetcher.policy.max_wait);
+        fetcher.counters.retries.fetch_add(1, Ordering::Relaxed);
+        if let Some(sink) = &fetcher.events {
+            sink(Event::Retry {
+                range: ByteRange::new(0, fetcher.remote.total.unwrap_or(0)),
+                attempt: failures,
+                class: error.kind().class(),
+                message: error.to_string(),
+                delay,
+            });
+        }
+        tokio::time::sleep(delay).await;
+        // Start over: forget the hash and what was counted.
+        fetcher.hasher.reset();
+        fetcher.counters.bytes.store(0, Ordering::Relaxed);
+    }
+}
+
+async fn request_whole(fetcher: &Fetcher) -> Result<u64> {
+    let url = &fetcher.remote.url;
+    let request = fetcher
+        .client
+        .get(url.clone())
+        .header(header::ACCEPT_ENCODING, "identity");
+    let response = match tokio::time::timeout(fetcher.policy.stall_timeout, request.send()).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => return Err(network_error(error, url)),
+        Err(_) => return Err(stalled(fetcher.policy.stall_timeout).with_url(url)),
+    };
+    if response.status() != StatusCode::OK {
+        return Err(status_error(&response, url));
+    }
+    if fetcher.remote.validator.contradicts(&Validator::from_headers(response.headers())) {
+        return Err(Error::new(ErrorKind::RemoteChanged, "validator changed between attempts").with_url(url));
+    }
+    stream_once(fetcher, response).await
+}
+
+fn stalled(timeout: Duration) -> Error {
+    Error::new(ErrorKind::Network, format!("stalled: no data for {} s", timeout.as_secs()))
+}
+
+async fn stream_once(fetcher: &Fetcher, mut response: Response) -> Result<u64> {
+    let url = &fetcher.remote.url;
+    let expected = fetcher.remote.total;
+    let mut offset = 0u64;
+    loop {
+        let chunk = match tokio::time::timeout(fetcher.policy.stall_timeout, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => chunk,
+            Ok(Ok(None)) => break,
+            Ok(Err(error)) => return Err(network_error(error, url)),
+            Err(_) => return Err(stalled(fetcher.policy.stall_timeout).with_url(url)),
+        };
+        let end = offset + chunk.len() as u64;
+        if expected.is_some_and(|total| end > total) {
+            return Err(Error::new(ErrorKind::Protocol, "body longer than its Content-Length").with_url(url));
+        }
+        fetcher
+            .part
+            .write_at(offset, &chunk)
+            .map_err(|e| Error::io(format!("cannot write {}", fetcher.part.path().display()), e))?;
+        offset = end;
+        fetcher.hasher.advance(offset);
+        fetcher.counters.bytes.store(offset, Ordering::Relaxed);
+    }
+    if let Some(total) = expected {
+        if offset < total {
+            return Err(Error::new(
+                ErrorKind::Network,
+                format!("connection closed after {offset} of {total} bytes"),
+            )
+            .with_url(url));
+        }
+    }
+    // An unknown length ends where the stream ends; trim any preallocation.
+    fetcher
+        .part
+        .set_len(offset)
+        .map_err(|e| Error::io(format!("cannot resize {}", fetcher.part.path().display()), e))?;
+    Ok(offset)
+}

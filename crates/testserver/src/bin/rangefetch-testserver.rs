@@ -1,0 +1,256 @@
+//! `rangefetch-testserver`: serves one seeded file on loopback until killed, for demos and for
+//! trying real clients by hand. It prints `URL=... SHA256=... SIZE=...` once it is ready.
+
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+
+use rangefetch_testserver::{Fault, FaultRule, FaultScript, FileSpec, ServerConfig, TestServer};
+
+const USAGE: &str = "\
+usage: rangefetch-testserver --size SIZE [--seed N] [--port PORT] [--path /img.bin]
+                             [--flaky] [--throttle RATE] [--no-ranges]
+
+  --size SIZE      file size, e.g. 1GiB, 500MB, 4096 (required)
+  --seed N         content seed (default 1)
+  --port PORT      loopback port (default 0: any free port)
+  --path PATH      URL path of the file (default /img.bin)
+  --flaky          throttle each connection to 25MiB/s and cut responses at random
+                   after 8-64MiB, so clients must retry
+  --throttle RATE  per-connection rate in bytes per second, e.g. 20MiB
+  --no-ranges      ignore Range and omit Accept-Ranges
+
+Prints one line `URL=... SHA256=... SIZE=...`, then serves until SIGTERM or Ctrl-C.";
+
+/// The `--flaky` link's per-connection rate: 8 connections move a GiB in about five seconds.
+const FLAKY_BYTES_PER_SEC: u64 = 25 << 20;
+/// The `--flaky` cut interval: long enough that chunks mostly progress, short enough that a
+/// GiB sees a dozen or more cuts.
+const FLAKY_CUT: std::ops::Range<u64> = (8 << 20)..(64 << 20);
+
+/// The command line, parsed.
+#[derive(Debug, PartialEq)]
+struct Args {
+    size: u64,
+    seed: u64,
+    port: u16,
+    path: String,
+    flaky: bool,
+    throttle: Option<u64>,
+    ranges: bool,
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+enum Command {
+    Serve(Args),
+    Help,
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Command::Serve(args)) => args,
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("rangefetch-testserver: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("rangefetch-testserver: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: &Args) -> std::io::Result<()> {
+    let mut file = FileSpec::new(&args.path, args.size, args.seed);
+    file.accept_ranges = args.ranges;
+    let mut rules = Vec::new();
+    // An explicit --throttle also sets the pace of a --flaky link.
+    let rate = args.throttle.or(args.flaky.then_some(FLAKY_BYTES_PER_SEC));
+    if let Some(bytes_per_sec) = rate {
+        rules.push(FaultRule::always(Fault::Throttle { bytes_per_sec }));
+    }
+    if args.flaky {
+        rules.push(FaultRule::always(Fault::CutRandom {
+            min: FLAKY_CUT.start,
+            max: FLAKY_CUT.end,
+        }));
+    }
+    let config = ServerConfig {
+        files: vec![file.clone()],
+        faults: FaultScript::new(rules).with_seed(args.seed),
+    };
+    let server = TestServer::bind(config, SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)))?;
+    let sha256 = file.sha256_hex();
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "URL={} SHA256={sha256} SIZE={}",
+        server.url(&args.path),
+        args.size
+    )?;
+    // Whoever reads this line (a script, the demo) waits for it before starting the client.
+    stdout.flush()?;
+    drop(stdout);
+    wait_for_termination()?;
+    drop(server);
+    Ok(())
+}
+
+/// Blocks until SIGTERM or Ctrl-C, so that the server shuts down cleanly and the exit status
+/// is 0.
+fn wait_for_termination() -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        #[cfg(unix)]
+        {
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                interrupted = tokio::signal::ctrl_c() => interrupted,
+                _ = terminate.recv() => Ok(()),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await
+        }
+    })
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let mut size = None;
+    let mut parsed = Args {
+        size: 0,
+        seed: 1,
+        port: 0,
+        path: "/img.bin".to_owned(),
+        flaky: false,
+        throttle: None,
+        ranges: true,
+    };
+    while let Some(arg) = args.next() {
+        // Both `--flag value` and `--flag=value` are accepted.
+        let (flag, inline_value) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_owned(), Some(value.to_owned()))
+            }
+            _ => (arg.clone(), None),
+        };
+        let mut value = || {
+            inline_value
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--size" => size = Some(parse_size(&value()?)?),
+            "--seed" => parsed.seed = parse_number(&flag, &value()?)?,
+            "--port" => parsed.port = parse_number(&flag, &value()?)?,
+            "--path" => {
+                let path = value()?;
+                if !path.starts_with('/') {
+                    return Err(format!("--path must start with '/', got {path:?}"));
+                }
+                parsed.path = path;
+            }
+            "--throttle" => parsed.throttle = Some(parse_size(&value()?)?),
+            "--flaky" => parsed.flaky = true,
+            "--no-ranges" => parsed.ranges = false,
+            _ => return Err(format!("unknown argument {arg:?}")),
+        }
+    }
+    parsed.size = size.ok_or("--size is required")?;
+    Ok(Command::Serve(parsed))
+}
+
+fn parse_number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
+    text.parse()
+        .map_err(|_| format!("{flag}: {text:?} is not a valid number"))
+}
+
+/// A byte count with an optional unit: `B`, decimal `KB MB GB TB`, binary `KiB MiB GiB TiB`
+/// (also written `K M G T`), case-insensitive.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 1GiB or 4096"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        _ => return Err(format!("{text:?} has an unknown unit {unit:?}")),
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Command, String> {
+        parse_args(line.split_whitespace().map(str::to_owned))
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("20MiB"), Ok(20 << 20));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("3k"), Ok(3072));
+        assert!(parse_size("GiB").is_err());
+        assert!(parse_size("1.5GiB").is_err());
+        assert!(parse_size("1XB").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn arguments_parse() {
+        let Ok(Command::Serve(args)) = parse(
+            "--size 1GiB --seed=7 --port 8080 --path /a.bin --flaky --throttle 20MiB --no-ranges",
+        ) else {
+            panic!("expected a serve command");
+        };
+        assert_eq!(
+            args,
+            Args {
+                size: 1 << 30,
+                seed: 7,
+                port: 8080,
+                path: "/a.bin".to_owned(),
+                flaky: true,
+                throttle: Some(20 << 20),
+                ranges: false,
+            }
+        );
+        assert_eq!(parse("--help"), Ok(Command::Help));
+        assert!(parse("").is_err(), "size is required");
+        assert!(parse("--size").is_err());
+        assert!(parse("--size 1 --bogus").is_err());
+        assert!(parse("--size 1 --path nope").is_err());
+        assert!(parse("--size 1 --port 70000").is_err());
+    }
+}

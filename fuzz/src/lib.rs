@@ -1,0 +1,133 @@
+//! The properties the fuzz targets check, one `check_*` function per target.
+//!
+//! Each takes the raw fuzzer input and panics when a property fails. They
+//! live here, not in the targets, because `crates/core/tests/fuzz_regressions.rs`
+//! includes this file to replay every saved input under `fuzz/regressions/`
+//! through the same checks in an ordinary `cargo test`. So this file may use
+//! only `rangefetch_core` and `std`.
+
+use std::time::{Duration, SystemTime};
+
+use rangefetch_core::checksums::{ChecksumLookupError, Sha256Hex, find_checksum, parse_checksums};
+use rangefetch_core::header::{
+    parse_content_length, parse_etag, parse_http_date, parse_retry_after,
+};
+use rangefetch_core::name::{content_disposition_filename, file_name_from_url, sanitize_file_name};
+use rangefetch_core::range::{format_content_range, parse_content_range};
+use rangefetch_core::size::{format_size, parse_size};
+
+/// `Content-Range`: whatever parses formats back to itself, and a range lies
+/// inside the complete length when both are known.
+pub fn check_content_range(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let Ok(parsed) = parse_content_range(&text) else {
+        return;
+    };
+    let formatted = format_content_range(&parsed);
+    assert_eq!(parse_content_range(&formatted), Ok(parsed), "{formatted:?}");
+    if let Some(range) = parsed.range {
+        assert!(!range.is_empty(), "{text:?} parsed to an empty range");
+        if let Some(total) = parsed.total {
+            assert!(range.end <= total, "{text:?} parsed past its length");
+        }
+    }
+}
+
+/// Checksum files: every entry has a name and a hash that prints as 64
+/// lowercase hex digits, reads back from its own GNU and BSD lines, and is
+/// found by its name (or reported as a conflict with another entry).
+pub fn check_checksums(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let entries = parse_checksums(&text);
+    for entry in &entries {
+        assert!(!entry.name.is_empty());
+        let hex = entry.sha256.to_string();
+        assert!(
+            hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            "{hex:?}"
+        );
+        assert_eq!(Sha256Hex::parse(&hex), Ok(entry.sha256));
+        for line in [entry.gnu_line(), entry.bsd_line()] {
+            assert_eq!(parse_checksums(&line), [entry.clone()], "{line:?}");
+        }
+        match find_checksum(&entries, &entry.name) {
+            Ok(_) | Err(ChecksumLookupError::Conflict { .. }) => {}
+            Err(other) => panic!("{:?} listed but not found: {other}", entry.name),
+        }
+    }
+}
+
+/// File names from URLs and arbitrary text are safe, and sanitising is
+/// idempotent.
+pub fn check_file_name(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    for name in [file_name_from_url(&text), sanitize_file_name(&text)]
+        .into_iter()
+        .flatten()
+    {
+        assert_safe_name(&name);
+    }
+}
+
+/// Sizes: parsing never panics, plain digits mean bytes, and a parsed size
+/// formats to text that parses back to at most itself.
+pub fn check_size(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let parsed = parse_size(&text);
+    let trimmed = text.trim();
+    if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        assert_eq!(parsed.clone().ok(), trimmed.parse::<u64>().ok(), "{trimmed:?}");
+    }
+    if let Ok(bytes) = parsed {
+        let formatted = format_size(bytes);
+        let back = parse_size(&formatted);
+        assert!(back.as_ref().is_ok_and(|&back| back <= bytes), "{formatted:?} -> {back:?}");
+    }
+}
+
+/// Response headers: no panics, an entity tag survives re-formatting, a
+/// `Retry-After` date is measured from `now`, a `Content-Length` is what
+/// every element of the list says, and a `Content-Disposition` name is safe.
+pub fn check_headers(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+
+    let retry_after = parse_retry_after(&text, now);
+    let trimmed = text.trim();
+    if let Ok(seconds) = trimmed.parse::<u64>()
+        && trimmed.bytes().all(|b| b.is_ascii_digit())
+    {
+        assert_eq!(retry_after, Some(Duration::from_secs(seconds)));
+    }
+    if let Some(date) = parse_http_date(&text) {
+        let expected = date.duration_since(now).unwrap_or(Duration::ZERO);
+        assert_eq!(retry_after, Some(expected), "{text:?}");
+    }
+
+    if let Some(tag) = parse_etag(&text) {
+        assert_eq!(parse_etag(&tag.header_value()), Some(tag));
+    }
+
+    if let Some(length) = parse_content_length(&text) {
+        for element in text.split(',') {
+            assert_eq!(element.trim().parse::<u64>(), Ok(length), "{text:?}");
+        }
+    }
+
+    if let Some(name) = content_disposition_filename(&text) {
+        assert_safe_name(&name);
+    }
+}
+
+/// A name safe to create in the current directory, and a fixed point of
+/// sanitising.
+fn assert_safe_name(name: &str) {
+    assert!(!name.is_empty() && name != "." && name != "..", "{name:?}");
+    assert!(!name.starts_with('.'), "{name:?} is hidden");
+    assert!(
+        !name.chars().any(|c| c == '/' || c == '\\' || c.is_control()),
+        "{name:?} has a separator or control character"
+    );
+    assert!(name.len() <= 255, "{name:?} is too long");
+    assert_eq!(sanitize_file_name(name).as_deref(), Ok(name));
+}
