@@ -48,8 +48,8 @@ impl Render {
         match self {
             Render::Quiet => {}
             Render::Silent => {
-                if let Event::Notice { message } = event {
-                    eprintln!("rangefetch: {message}");
+                if let Some(line) = warning(event) {
+                    eprintln!("{line}");
                 }
             }
             Render::Bar(bar) => match event {
@@ -64,7 +64,11 @@ impl Render {
                     bar.set_message(format!("{connections} conn, {retries} retries"));
                 }
                 Event::Retry { message, .. } => bar.println(format!("retrying: {message}")),
-                Event::Notice { message } => bar.println(format!("rangefetch: {message}")),
+                Event::Notice { .. } | Event::MirrorDropped { .. } | Event::RemoteChanged { .. } => {
+                    if let Some(line) = warning(event) {
+                        bar.println(line);
+                    }
+                }
                 Event::Downloaded { bytes } => {
                     bar.set_position(*bytes);
                     bar.set_message("verifying");
@@ -92,6 +96,7 @@ impl Render {
                     Event::Downloaded { bytes } => json!({"event": "downloaded", "bytes": bytes}),
                     Event::Notice { message } => json!({"event": "notice", "message": message}),
                     Event::RemoteChanged { reason } => json!({"event": "remote-changed", "reason": reason}),
+                    Event::MirrorDropped { url, reason } => json!({"event": "mirror-dropped", "url": url, "reason": reason}),
                     _ => return,
                 };
                 print_json(&line);
@@ -103,6 +108,18 @@ impl Render {
         if let Render::Bar(bar) = self {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// The stderr line for events a person should see even without a bar.
+fn warning(event: &Event) -> Option<String> {
+    match event {
+        Event::Notice { message } => Some(format!("rangefetch: {message}")),
+        Event::MirrorDropped { url, reason } => Some(format!("rangefetch: warning: dropping mirror {url}: {reason}")),
+        Event::RemoteChanged { reason } => {
+            Some(format!("rangefetch: warning: {reason}"))
+        }
+        _ => None,
     }
 }
 

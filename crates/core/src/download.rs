@@ -16,8 +16,8 @@ use crate::journal::Journal;
 use crate::size::format_size;
 use crate::error::{Error, ErrorKind, Result, redact_url};
 use crate::event::{Event, EventSink};
-use crate::fetch::{Counters, FetchPolicy, Fetcher};
-use crate::plan::Scheduler;
+use crate::fetch::{Counters, FetchPolicy, Fetcher, Source};
+use crate::plan::{Scheduler, TakeOver};
 use crate::probe::{FirstBody, Remote, probe};
 use crate::range::RangeSet;
 use crate::retry::{Jitter, backoff_delay, next_delay};
@@ -53,6 +53,11 @@ pub struct Config {
     pub max_restarts: u32,
     /// How often progress is flushed and recorded for resume.
     pub checkpoint_interval: Duration,
+    /// Retries allowed for the whole download, over all ranges.
+    pub download_retries: u64,
+    /// Connections opened at first; more are added, up to `connections`,
+    /// only while each addition raises throughput.
+    pub start_connections: usize,
 }
 
 impl Default for Config {
@@ -69,6 +74,8 @@ impl Default for Config {
             ca_certs_pem: Vec::new(),
             max_restarts: 3,
             checkpoint_interval: Duration::from_secs(1),
+            download_retries: 200,
+            start_connections: 2,
         }
     }
 }
@@ -119,6 +126,7 @@ pub struct Download {
     config: Config,
     events: Option<EventSink>,
     cancel: CancelToken,
+    peak_connections: std::sync::atomic::AtomicUsize,
 }
 
 impl Download {
@@ -222,6 +230,7 @@ impl DownloadBuilder {
             config: self.config,
             events: self.events,
             cancel: self.cancel,
+            peak_connections: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 }
@@ -323,7 +332,9 @@ impl Download {
                     restarts += 1;
                     fresh = true;
                     warn!(%error, "remote changed; discarding partial data and starting over");
-                    self.emit(Event::RemoteChanged { reason: error.to_string() });
+                    self.emit(Event::RemoteChanged {
+                        reason: format!("the remote file changed during the download ({error}); starting over"),
+                    });
                     // Truncate so no byte of the old version can survive.
                     let _ = std::fs::remove_file(&state_path);
                     if let Ok(part) = PartFile::open(&part_path, self.config.write_mode) {
@@ -423,11 +434,13 @@ impl Download {
             } else {
                 "its ETag or Last-Modified differ".to_owned()
             };
-            self.emit(Event::RemoteChanged { reason: what.clone() });
-            return notice(format!(
+            let reason = format!(
                 "the remote file changed since the last run ({what}); discarding {} downloaded bytes and starting over",
                 journal.done.covered()
-            ));
+            );
+            warn!("{reason}");
+            self.emit(Event::RemoteChanged { reason });
+            return None;
         }
         if !remote.ranges {
             return notice("the server no longer serves byte ranges; starting over".to_owned());
@@ -486,10 +499,16 @@ impl Download {
         counters.bytes.store(resumed_bytes, Ordering::Relaxed);
         let policy = FetchPolicy {
             retries: self.config.retries,
+            download_retries: self.config.download_retries,
             stall_timeout: self.config.stall_timeout,
             backoff_base: Duration::from_millis(250),
             backoff_cap: Duration::from_secs(10),
             max_wait: Duration::from_secs(60),
+            take_over: TakeOver {
+                min_age: Duration::from_secs(2),
+                slow_fraction: 0.25,
+            },
+            idle_poll: Duration::from_millis(100),
         };
         let ticker = self.spawn_ticker(Arc::clone(&counters), remote.total);
         let ranged = remote.ranges && remote.total.is_some();
@@ -504,9 +523,15 @@ impl Download {
             hash_state: Vec::new(),
         };
         let scheduler = Scheduler::new(remote.total.unwrap_or(0), self.config.chunk_size, self.config.min_piece, &done);
+        let mut sources = vec![Source::new(url.clone(), remote.url.clone(), remote.validator.clone())];
+        if ranged {
+            sources.extend(self.probe_mirrors(client, remote.total).await);
+        }
         let fetcher = Arc::new(Fetcher {
             client: client.clone(),
-            remote,
+            sources,
+            total: remote.total,
+            started: Instant::now(),
             part,
             scheduler: std::sync::Mutex::new(scheduler),
             hasher,
@@ -599,8 +624,42 @@ impl Download {
             elapsed: started.elapsed(),
             retries: counters.retries.load(Ordering::Relaxed),
             resumed_bytes,
-            connections: self.config.connections,
+            connections: self.peak_connections.load(Ordering::Relaxed).max(1),
         })
+    }
+
+    /// Probes every mirror for its size and validator; a mirror that cannot
+    /// be reached, serves no ranges, or disagrees on the size is dropped
+    /// with a warning.
+    async fn probe_mirrors(&self, client: &Client, total: Option<u64>) -> Vec<Source> {
+        let mut probes = JoinSet::new();
+        for (idx, mirror) in self.urls.iter().enumerate().skip(1) {
+            let client = client.clone();
+            let mirror = mirror.clone();
+            let timeout = self.config.stall_timeout.max(self.config.connect_timeout);
+            probes.spawn(async move { (idx, mirror.clone(), probe(&client, &mirror, 1, timeout).await) });
+        }
+        let mut found = Vec::new();
+        while let Some(Ok((idx, mirror, result))) = probes.join_next().await {
+            let reason = match result {
+                Ok((remote, _)) if remote.ranges && remote.total == total => {
+                    found.push((idx, Source::new(mirror, remote.url, remote.validator)));
+                    continue;
+                }
+                Ok((remote, _)) if !remote.ranges => "it does not serve byte ranges".to_owned(),
+                Ok((remote, _)) => format!(
+                    "its size ({} bytes) differs from the primary's ({} bytes)",
+                    remote.total.unwrap_or(0),
+                    total.unwrap_or(0)
+                ),
+                Err(error) => error.to_string(),
+            };
+            let url = redact_url(&mirror);
+            warn!(%url, %reason, "dropping mirror");
+            self.emit(Event::MirrorDropped { url, reason });
+        }
+        found.sort_by_key(|(idx, _)| *idx);
+        found.into_iter().map(|(_, source)| source).collect()
     }
 
     /// Checks free space and preallocates the part file, so a full disk
@@ -637,10 +696,10 @@ impl Download {
         fetcher: &Arc<Fetcher>,
         first: Option<(reqwest::Response, crate::range::ByteRange)>,
     ) -> Result<u64> {
-        let total = fetcher.remote.total.unwrap_or(0);
+        let total = fetcher.total.unwrap_or(0);
         let first = match first {
             Some((response, got)) => {
-                let mut plan = fetcher.scheduler.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut plan = fetcher.plan();
                 // The probe asked for exactly one chunk at 0, which is what a
                 // fresh plan hands out first.
                 match plan.next_assignment() {
@@ -652,25 +711,48 @@ impl Download {
             }
             None => None,
         };
-        let remaining = total.saturating_sub(fetcher.scheduler.lock().unwrap_or_else(std::sync::PoisonError::into_inner).written().covered());
+        let remaining = total.saturating_sub(fetcher.plan().written().covered());
         let n_chunks = remaining.div_ceil(self.config.chunk_size).max(1);
-        let n_workers = (self.config.connections as u64).min(n_chunks) as usize;
+        let ceiling = (self.config.connections as u64).min(n_chunks) as usize;
         let mut workers = JoinSet::new();
         let base_seed = seed();
         workers.spawn(Arc::clone(fetcher).worker(first, base_seed));
-        for idx in 1..n_workers {
-            workers.spawn(Arc::clone(fetcher).worker(None, base_seed.wrapping_add(idx as u64)));
+        let mut spawned = 1;
+        let start = self.config.start_connections.clamp(1, ceiling);
+        while spawned < start {
+            workers.spawn(Arc::clone(fetcher).worker(None, base_seed.wrapping_add(spawned as u64)));
+            spawned += 1;
         }
-        while let Some(joined) = workers.join_next().await {
-            match joined {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => return Err(error),
-                Err(join_error) => {
-                    return Err(Error::new(ErrorKind::Io, "a connection task failed").with_source(join_error));
+        self.peak_connections.fetch_max(spawned, Ordering::Relaxed);
+        let mut growth = Growth::new(spawned, ceiling);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                joined = workers.join_next() => match joined {
+                    None => break,
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(error))) => return Err(error),
+                    Some(Err(join_error)) => {
+                        return Err(Error::new(ErrorKind::Io, "a connection task failed").with_source(join_error));
+                    }
+                },
+                _ = tick.tick() => {
+                    let pending = !fetcher.plan().pending().is_empty();
+                    let bytes = fetcher.counters.bytes.load(Ordering::Relaxed);
+                    let add = growth.observe(Instant::now(), bytes, pending);
+                    for _ in 0..add {
+                        workers.spawn(Arc::clone(fetcher).worker(None, base_seed.wrapping_add(spawned as u64)));
+                        spawned += 1;
+                    }
+                    if add > 0 {
+                        debug!(connections = spawned, "more connections add throughput; growing");
+                        self.peak_connections.fetch_max(spawned, Ordering::Relaxed);
+                    }
                 }
             }
         }
-        let plan = fetcher.scheduler.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let plan = fetcher.plan();
         if !plan.is_complete() {
             return Err(Error::new(
                 ErrorKind::Protocol,
@@ -724,6 +806,63 @@ impl Download {
         };
         sync_dir(&dir).map_err(|e| Error::io(format!("cannot sync directory {}", dir.display()), e))?;
         Ok(())
+    }
+}
+
+/// Decides when more connections are worth opening: every `WINDOW` it
+/// compares throughput with the previous window and grows (doubling) while
+/// the last growth paid off. On a fast link more connections only cost CPU
+/// (and starve the hasher), on a per-connection-capped link they multiply
+/// throughput; this finds out which link it is on.
+struct Growth {
+    connections: usize,
+    ceiling: usize,
+    window_start: Option<(Instant, u64)>,
+    rate_before_growth: Option<f64>,
+    settled: bool,
+}
+
+impl Growth {
+    const WINDOW: Duration = Duration::from_millis(750);
+    /// Growth must raise throughput by this factor to continue.
+    const GAIN: f64 = 1.25;
+
+    fn new(connections: usize, ceiling: usize) -> Self {
+        Self {
+            connections,
+            ceiling,
+            window_start: None,
+            rate_before_growth: None,
+            settled: connections >= ceiling,
+        }
+    }
+
+    /// Feeds a sample; returns how many connections to add now.
+    fn observe(&mut self, now: Instant, bytes: u64, pending: bool) -> usize {
+        if self.settled || !pending {
+            return 0;
+        }
+        let Some((start, start_bytes)) = self.window_start else {
+            self.window_start = Some((now, bytes));
+            return 0;
+        };
+        let elapsed = now.duration_since(start);
+        if elapsed < Self::WINDOW {
+            return 0;
+        }
+        let rate = bytes.saturating_sub(start_bytes) as f64 / elapsed.as_secs_f64();
+        self.window_start = Some((now, bytes));
+        if let Some(before) = self.rate_before_growth {
+            if rate < before * Self::GAIN {
+                self.settled = true;
+                return 0;
+            }
+        }
+        self.rate_before_growth = Some(rate);
+        let add = self.connections.min(self.ceiling - self.connections);
+        self.connections += add;
+        self.settled = self.connections >= self.ceiling;
+        add
     }
 }
 

@@ -60,6 +60,14 @@ pub enum Event {
         /// What differed, one line.
         reason: String,
     },
+    /// A mirror disagreed with the others or kept failing, and is no longer
+    /// used.
+    MirrorDropped {
+        /// The mirror, without credentials.
+        url: String,
+        /// Why, one line.
+        reason: String,
+    },
     /// All bytes are written; only hashing of the tail remains.
     Downloaded {
         /// Size of the file.

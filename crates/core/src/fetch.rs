@@ -2,24 +2,26 @@
 //! [`Scheduler`], streaming each body straight into the part file.
 //!
 //! Every connection owns one task at a time. A failed or stalled request is
-//! retried from the byte where it stopped, after a backoff; meanwhile an idle
-//! connection may steal the far half of what remains. Every ranged request
-//! carries `If-Range`, and every response is checked against the probe
-//! (status, `Content-Range`, total, validator) before a byte is written, so
-//! bytes of two versions can never be mixed.
+//! retried from the byte where it stopped, after a backoff, on whichever
+//! source (mirror) currently delivers best; meanwhile an idle connection may
+//! steal the far half of what remains, or take over a range whose connection
+//! dribbles far below its peers. Every ranged request carries `If-Range`, and
+//! every response is checked against the probe (status, `Content-Range`,
+//! total, validator) before a byte is written, so bytes of two versions can
+//! never be mixed.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 use reqwest::header;
-use reqwest::{Client, Response, StatusCode};
-use tracing::debug;
+use reqwest::{Client, Response, StatusCode, Url};
+use tracing::{debug, warn};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, redact_url};
 use crate::event::{Event, EventSink};
-use crate::plan::{Assignment, Scheduler, TaskId};
-use crate::probe::{Remote, Validator, header_str, network_error, status_error};
+use crate::plan::{Assignment, Scheduler, TakeOver, TaskId};
+use crate::probe::{Validator, header_str, network_error, probe, status_error};
 use crate::range::{ByteRange, format_range_header, parse_content_range};
 use crate::retry::{Jitter, backoff_delay, next_delay};
 use crate::store::PartFile;
@@ -29,10 +31,15 @@ use crate::verify::HashFollower;
 #[derive(Clone, Debug)]
 pub(crate) struct FetchPolicy {
     pub retries: u32,
+    pub download_retries: u64,
     pub stall_timeout: Duration,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
     pub max_wait: Duration,
+    pub take_over: TakeOver,
+    /// How long an idle connection waits before looking for work again
+    /// while other connections still hold ranges.
+    pub idle_poll: Duration,
 }
 
 /// Counters shared with the progress ticker.
@@ -43,45 +50,135 @@ pub(crate) struct Counters {
     pub active: AtomicUsize,
 }
 
+/// Which `If-Range` form a source gets. Some CDNs answer `200` to an ETag
+/// `If-Range` even when it matches; for them we fall back to the date, and
+/// then to a plain `Range` whose reply is checked against the validator.
+const IF_RANGE_ETAG: u8 = 0;
+const IF_RANGE_DATE: u8 = 1;
+const IF_RANGE_NONE: u8 = 2;
+
+/// One place the bytes can come from: the primary URL or a mirror.
+pub(crate) struct Source {
+    /// The URL as given, re-resolved when a redirect target expires.
+    pub original: Url,
+    /// Where ranges go: the URL after redirects.
+    pub url: RwLock<Url>,
+    /// This source's own validator, pinned by its probe.
+    pub validator: Validator,
+    if_range_mode: AtomicU8,
+    alive: AtomicBool,
+    consecutive_failures: AtomicU32,
+    re_resolves: AtomicU32,
+    /// Body bytes delivered and connection-time spent, for weighting.
+    bytes: AtomicU64,
+    busy_nanos: AtomicU64,
+    active: AtomicUsize,
+}
+
+impl Source {
+    pub(crate) fn new(original: Url, url: Url, validator: Validator) -> Self {
+        let mode = if validator.etag.is_some() { IF_RANGE_ETAG } else { IF_RANGE_DATE };
+        Self {
+            original,
+            url: RwLock::new(url),
+            validator,
+            if_range_mode: AtomicU8::new(mode),
+            alive: AtomicBool::new(true),
+            consecutive_failures: AtomicU32::new(0),
+            re_resolves: AtomicU32::new(0),
+            bytes: AtomicU64::new(0),
+            busy_nanos: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn url(&self) -> Url {
+        self.url.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn if_range(&self) -> Option<&str> {
+        match self.if_range_mode.load(Ordering::Relaxed) {
+            IF_RANGE_ETAG => self.validator.if_range(),
+            IF_RANGE_DATE => self.validator.last_modified.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Bytes per second this source delivered while busy; `None` before
+    /// any sample.
+    fn rate(&self) -> Option<f64> {
+        let nanos = self.busy_nanos.load(Ordering::Relaxed);
+        (nanos > 0).then(|| self.bytes.load(Ordering::Relaxed) as f64 / (nanos as f64 / 1e9))
+    }
+}
+
 /// State shared by all connections of one download.
 pub(crate) struct Fetcher {
     pub client: Client,
-    pub remote: Remote,
+    pub sources: Vec<Source>,
+    pub total: Option<u64>,
     pub part: PartFile,
     pub scheduler: Mutex<Scheduler>,
     pub hasher: HashFollower,
     pub counters: Arc<Counters>,
     pub policy: FetchPolicy,
     pub events: Option<EventSink>,
+    pub started: Instant,
 }
 
 /// Marks a connection as transferring for as long as it lives.
-struct Active<'a>(&'a AtomicUsize);
+struct Active<'a> {
+    counters: [&'a AtomicUsize; 2],
+}
 
 impl<'a> Active<'a> {
-    fn new(counter: &'a AtomicUsize) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Self(counter)
+    fn new(global: &'a AtomicUsize, source: &'a AtomicUsize) -> Self {
+        global.fetch_add(1, Ordering::Relaxed);
+        source.fetch_add(1, Ordering::Relaxed);
+        Self { counters: [global, source] }
     }
 }
 
 impl Drop for Active<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        for counter in self.counters {
+            counter.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
+/// What a worker found when it looked for work.
+enum Next {
+    Work(Assignment),
+    Wait,
+    Done,
+}
+
 impl Fetcher {
-    fn plan(&self) -> MutexGuard<'_, Scheduler> {
+    pub(crate) fn plan(&self) -> MutexGuard<'_, Scheduler> {
         // A panic while holding the lock is a bug elsewhere; the plan itself
         // is only ever mutated through short, non-panicking methods.
-        self.scheduler.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        let mut plan = self.scheduler.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        plan.set_now(self.started.elapsed());
+        plan
     }
 
-    fn emit(&self, event: Event) {
+    pub(crate) fn emit(&self, event: Event) {
         if let Some(sink) = &self.events {
             sink(event);
         }
+    }
+
+    fn next_work(&self) -> Next {
+        let mut plan = self.plan();
+        if let Some(assignment) = plan.next_assignment() {
+            return Next::Work(assignment);
+        }
+        if let Some(assignment) = plan.take_over(self.policy.take_over) {
+            debug!(range = %assignment.range, "took over the range of a connection far slower than its peers");
+            return Next::Work(assignment);
+        }
+        if plan.has_work() { Next::Wait } else { Next::Done }
     }
 
     /// One connection: takes tasks until the plan has nothing left.
@@ -90,18 +187,67 @@ impl Fetcher {
         loop {
             let (assignment, response) = match first.take() {
                 Some((assignment, response)) => (assignment, Some(response)),
-                None => {
-                    let next = self.plan().next_assignment();
-                    match next {
-                        Some(assignment) => (assignment, None),
-                        None => return Ok(()),
+                None => match self.next_work() {
+                    Next::Work(assignment) => (assignment, None),
+                    Next::Wait => {
+                        // Others still hold ranges: one may fail and release
+                        // its range, or become worth stealing from.
+                        tokio::time::sleep(self.policy.idle_poll).await;
+                        continue;
                     }
-                }
+                    Next::Done => return Ok(()),
+                },
             };
             if assignment.stolen {
-                debug!(range = %assignment.range, "stole the far half of a range in flight");
+                debug!(range = %assignment.range, "stole part of a range in flight");
             }
             self.run_task(assignment.id, response, &mut jitter).await?;
+        }
+    }
+
+    /// The alive source to use next: one never sampled first, then the best
+    /// throughput per connection already on it, so connections spread over
+    /// mirrors in proportion to what each delivers.
+    fn pick_source(&self, jitter: &mut Jitter) -> Option<usize> {
+        let alive: Vec<usize> = (0..self.sources.len())
+            .filter(|&i| self.sources[i].alive.load(Ordering::Relaxed))
+            .collect();
+        if let Some(&unsampled) = alive
+            .iter()
+            .filter(|&&i| self.sources[i].rate().is_none())
+            .min_by_key(|&&i| self.sources[i].active.load(Ordering::Relaxed))
+        {
+            return Some(unsampled);
+        }
+        // A little randomness keeps an unlucky early sample from starving a
+        // good mirror forever.
+        alive.into_iter().max_by(|&a, &b| {
+            let score = |i: usize, noise: f64| {
+                let source = &self.sources[i];
+                source.rate().unwrap_or(0.0) * (0.9 + 0.2 * noise)
+                    / (source.active.load(Ordering::Relaxed) as f64 + 1.0)
+            };
+            score(a, jitter.next_unit()).total_cmp(&score(b, jitter.next_unit()))
+        })
+    }
+
+    /// Whether more than one source is still alive.
+    fn has_other_sources(&self, idx: usize) -> bool {
+        self.sources
+            .iter()
+            .enumerate()
+            .any(|(i, s)| i != idx && s.alive.load(Ordering::Relaxed))
+    }
+
+    fn drop_source(&self, idx: usize, error: &Error) {
+        let source = &self.sources[idx];
+        if source.alive.swap(false, Ordering::Relaxed) {
+            let url = redact_url(&source.original);
+            warn!(%url, %error, "dropping mirror");
+            self.emit(Event::MirrorDropped {
+                url,
+                reason: error.to_string(),
+            });
         }
     }
 
@@ -114,23 +260,54 @@ impl Fetcher {
                 self.plan().release(id);
                 return Ok(());
             }
-            let result = match response.take() {
-                Some(response) => self.stream_body(id, want, response).await,
-                None => self.fetch_range(id, want).await,
+            let (source_idx, result) = match response.take() {
+                // The probe response always comes from the primary source.
+                Some(response) => (0, self.stream_body(id, 0, want, response).await),
+                None => {
+                    let Some(idx) = self.pick_source(jitter) else {
+                        self.plan().release(id);
+                        return Err(Error::new(ErrorKind::Network, "every source failed").with_range(want));
+                    };
+                    (idx, self.fetch_range(id, idx, want).await)
+                }
             };
+            let source = &self.sources[source_idx];
+            let still_wanted = self.plan().remaining(id);
+            let progressed = still_wanted.start > want.start;
+            if progressed {
+                source.consecutive_failures.store(0, Ordering::Relaxed);
+            }
             let error = match result {
                 Ok(()) => continue,
                 Err(error) => error,
             };
-            let still_wanted = self.plan().remaining(id);
-            let progressed = still_wanted.start > want.start;
             if progressed {
                 // An attempt that delivered bytes before failing is a flaky
                 // link doing its best, not a sign the range cannot be had.
                 failures = 0;
             }
+            if error.kind() == ErrorKind::HttpStatus(403) && self.re_resolve(source_idx).await {
+                continue;
+            }
+            let source_failures = source.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            let source_fault = matches!(
+                error.kind(),
+                ErrorKind::Network | ErrorKind::HttpStatus(_) | ErrorKind::Protocol | ErrorKind::RemoteChanged
+            );
+            if source_fault
+                && self.has_other_sources(source_idx)
+                && (!error.is_retryable()
+                    || error.kind() == ErrorKind::RemoteChanged
+                    || source_failures > self.policy.retries)
+            {
+                // A mirror that disagrees or keeps failing is dropped; the
+                // range moves on to the others.
+                self.drop_source(source_idx, &error);
+                continue;
+            }
             failures += 1;
-            if !error.is_retryable() || failures > self.policy.retries {
+            let total_retries = self.counters.retries.load(Ordering::Relaxed);
+            if !error.is_retryable() || failures > self.policy.retries || total_retries >= self.policy.download_retries {
                 self.plan().release(id);
                 return Err(error.with_range(still_wanted).with_attempts(failures));
             }
@@ -149,9 +326,29 @@ impl Fetcher {
         }
     }
 
-    /// Requests `want` with `If-Range` and checks the answer before streaming it.
-    async fn fetch_range(&self, id: TaskId, want: ByteRange) -> Result<()> {
-        let url = &self.remote.url;
+    /// A redirect target (a presigned URL) that starts answering 403 may
+    /// have expired: resolve the original URL again, and keep the new target
+    /// if it serves the same file. Returns whether the source was renewed.
+    async fn re_resolve(&self, idx: usize) -> bool {
+        let source = &self.sources[idx];
+        if source.original == source.url() || source.re_resolves.fetch_add(1, Ordering::Relaxed) >= 3 {
+            return false;
+        }
+        match probe(&self.client, &source.original, 1, self.policy.stall_timeout).await {
+            Ok((remote, _)) if remote.total == self.total && !source.validator.contradicts(&remote.validator) => {
+                debug!(url = %redact_url(&remote.url), "re-resolved an expired redirect target");
+                *source.url.write().unwrap_or_else(std::sync::PoisonError::into_inner) = remote.url;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Requests `want` from source `idx` with `If-Range` and checks the
+    /// answer before streaming it.
+    async fn fetch_range(&self, id: TaskId, idx: usize, want: ByteRange) -> Result<()> {
+        let source = &self.sources[idx];
+        let url = source.url();
         let Some(range_value) = format_range_header(want) else {
             return Ok(());
         };
@@ -160,34 +357,57 @@ impl Fetcher {
             .get(url.clone())
             .header(header::RANGE, range_value)
             .header(header::ACCEPT_ENCODING, "identity");
-        if let Some(validator) = self.remote.validator.if_range() {
+        if let Some(validator) = source.if_range() {
             request = request.header(header::IF_RANGE, validator);
         }
         let response = match tokio::time::timeout(self.policy.stall_timeout, request.send()).await {
             Ok(Ok(response)) => response,
-            Ok(Err(error)) => return Err(network_error(error, url)),
+            Ok(Err(error)) => return Err(network_error(error, &url)),
             Err(_) => {
                 return Err(Error::new(
                     ErrorKind::Network,
                     format!("no response within {} s", self.policy.stall_timeout.as_secs()),
                 )
-                .with_url(url));
+                .with_url(&url));
             }
         };
-        let got = self.check_response(&response, want)?;
-        self.stream_body(id, got, response).await
+        let got = self.check_response(idx, &url, &response, want)?;
+        self.stream_body(id, idx, got, response).await
     }
 
     /// Validates a ranged response against the request and the probe;
     /// returns the range its body carries.
-    fn check_response(&self, response: &Response, want: ByteRange) -> Result<ByteRange> {
-        let url = &self.remote.url;
+    fn check_response(&self, idx: usize, url: &Url, response: &Response, want: ByteRange) -> Result<ByteRange> {
+        let source = &self.sources[idx];
         let headers = response.headers();
         let validator = Validator::from_headers(headers);
         let changed = |what: String| Error::new(ErrorKind::RemoteChanged, what).with_url(url);
         match response.status() {
             StatusCode::PARTIAL_CONTENT => {}
             StatusCode::OK => {
+                let same_version = !source.validator.contradicts(&validator)
+                    && source.validator.if_range().is_some()
+                    && validator.if_range().is_some()
+                    && header_str(headers, header::CONTENT_LENGTH)
+                        .and_then(crate::header::parse_content_length)
+                        .is_none_or(|len| Some(len) == self.total);
+                let mode = source.if_range_mode.load(Ordering::Relaxed);
+                if same_version && mode != IF_RANGE_NONE {
+                    // A 200 carrying the very validator we sent: the server
+                    // mishandles this If-Range form, not a changed file.
+                    let next = if mode == IF_RANGE_ETAG && source.validator.last_modified.is_some() {
+                        IF_RANGE_DATE
+                    } else {
+                        IF_RANGE_NONE
+                    };
+                    source.if_range_mode.store(next, Ordering::Relaxed);
+                    warn!(url = %redact_url(url), "server ignores If-Range although the file is unchanged; using another form");
+                    return Err(Error::new(
+                        ErrorKind::Protocol,
+                        "server answered a range with the whole unchanged file; retrying with another If-Range form",
+                    )
+                    .with_url(url));
+                }
                 return Err(changed(
                     "server sent the whole file instead of the range: the remote changed or stopped serving ranges"
                         .to_owned(),
@@ -195,11 +415,11 @@ impl Fetcher {
             }
             _ => return Err(status_error(response, url)),
         }
-        if self.remote.validator.contradicts(&validator) {
+        if source.validator.contradicts(&validator) {
             return Err(changed(format!(
-                "validator changed from {:?} to {:?}",
-                self.remote.validator.if_range().unwrap_or(""),
-                validator.if_range().unwrap_or("")
+                "validator changed from {} to {}",
+                source.validator.if_range().unwrap_or("none"),
+                validator.if_range().unwrap_or("none")
             )));
         }
         let value = header_str(headers, header::CONTENT_RANGE).ok_or_else(|| {
@@ -207,10 +427,10 @@ impl Fetcher {
         })?;
         let content_range = parse_content_range(value)
             .map_err(|e| Error::new(ErrorKind::Protocol, "bad Content-Range").with_url(url).with_source(e))?;
-        if content_range.total.is_some() && content_range.total != self.remote.total {
+        if content_range.total.is_some() && content_range.total != self.total {
             return Err(changed(format!(
                 "size changed from {} to {} bytes",
-                self.remote.total.unwrap_or(0),
+                self.total.unwrap_or(0),
                 content_range.total.unwrap_or(0)
             )));
         }
@@ -227,23 +447,29 @@ impl Fetcher {
     /// Streams a body carrying `expected` into the part file. Returns `Ok`
     /// when the body is complete or the task has nothing left to claim
     /// (its remainder was stolen); a short body is a transient error.
-    async fn stream_body(&self, id: TaskId, expected: ByteRange, mut response: Response) -> Result<()> {
-        let _active = Active::new(&self.counters.active);
-        let url = &self.remote.url;
+    async fn stream_body(&self, id: TaskId, idx: usize, expected: ByteRange, mut response: Response) -> Result<()> {
+        let source = &self.sources[idx];
+        let _active = Active::new(&self.counters.active, &source.active);
+        let url = source.url();
         let mut offset = expected.start;
+        let mut last = Instant::now();
         while offset < expected.end {
             let chunk = match tokio::time::timeout(self.policy.stall_timeout, response.chunk()).await {
                 Ok(Ok(Some(chunk))) => chunk,
                 Ok(Ok(None)) => break,
-                Ok(Err(error)) => return Err(network_error(error, url)),
+                Ok(Err(error)) => return Err(network_error(error, &url)),
                 Err(_) => {
                     return Err(Error::new(
                         ErrorKind::Network,
                         format!("stalled: no data for {} s", self.policy.stall_timeout.as_secs()),
                     )
-                    .with_url(url));
+                    .with_url(&url));
                 }
             };
+            let now = Instant::now();
+            source.busy_nanos.fetch_add(now.duration_since(last).as_nanos() as u64, Ordering::Relaxed);
+            source.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            last = now;
             let mut data = &chunk[..];
             while !data.is_empty() {
                 let claimed = self.plan().claim(id, data.len() as u64);
@@ -256,7 +482,8 @@ impl Fetcher {
                     return Err(Error::new(
                         ErrorKind::Protocol,
                         format!("internal: claimed {claimed} while the stream is at {offset}"),
-                    ));
+                    )
+                    .permanent());
                 }
                 let len = claimed.len() as usize;
                 self.part
@@ -276,7 +503,7 @@ impl Fetcher {
                 ErrorKind::Network,
                 format!("connection closed after {} of {} bytes", offset - expected.start, expected.len()),
             )
-            .with_url(url));
+            .with_url(&url));
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 //! claimed bytes cover `[0, total)` exactly once.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::range::{ByteRange, RangeSet};
 
@@ -35,6 +36,21 @@ struct Task {
     cursor: u64,
     /// One past the last byte this task may claim; shrinks when stolen from.
     end: u64,
+    /// When the task was handed out (time since the download started).
+    started: Duration,
+    /// Bytes claimed since then.
+    claimed: u64,
+}
+
+/// How slow a task must be, next to its peers, before an idle connection
+/// takes its remainder over.
+#[derive(Clone, Copy, Debug)]
+pub struct TakeOver {
+    /// A task younger than this is never judged.
+    pub min_age: Duration,
+    /// A task is slow when its rate is below this fraction of the mean rate
+    /// of the tasks in flight.
+    pub slow_fraction: f64,
 }
 
 /// Tracks pending, in-flight and written bytes of one file.
@@ -48,6 +64,8 @@ pub struct Scheduler {
     tasks: BTreeMap<TaskId, Task>,
     written: RangeSet,
     next_id: u64,
+    /// Time since the download started, as last told by the caller.
+    now: Duration,
 }
 
 impl Scheduler {
@@ -70,6 +88,7 @@ impl Scheduler {
             tasks: BTreeMap::new(),
             written,
             next_id: 0,
+            now: Duration::ZERO,
         }
     }
 
@@ -98,10 +117,24 @@ impl Scheduler {
         self.tasks.len()
     }
 
+    /// Tells the plan what time it is (since the download started); rates
+    /// for [`Scheduler::take_over`] are measured on this clock.
+    pub fn set_now(&mut self, now: Duration) {
+        self.now = self.now.max(now);
+    }
+
     fn new_task(&mut self, range: ByteRange, stolen: bool) -> Assignment {
         let id = TaskId(self.next_id);
         self.next_id += 1;
-        self.tasks.insert(id, Task { cursor: range.start, end: range.end });
+        self.tasks.insert(
+            id,
+            Task {
+                cursor: range.start,
+                end: range.end,
+                started: self.now,
+                claimed: 0,
+            },
+        );
         Assignment { id, range, stolen }
     }
 
@@ -155,7 +188,53 @@ impl Scheduler {
         let take = want.min(task.end - task.cursor);
         let claimed = ByteRange::new(task.cursor, task.cursor + take);
         task.cursor += take;
+        task.claimed += take;
         claimed
+    }
+
+    /// Hands the whole remainder of the slowest task to a new one, when that
+    /// task is far slower than its peers: the fix for a connection that
+    /// dribbles on a range too small to split. The old task's next claim
+    /// comes back empty, so its connection moves on.
+    pub fn take_over(&mut self, policy: TakeOver) -> Option<Assignment> {
+        let now = self.now;
+        let rate = |t: &Task| {
+            let age = now.saturating_sub(t.started).as_secs_f64();
+            if age > 0.0 { t.claimed as f64 / age } else { f64::INFINITY }
+        };
+        let judged: Vec<(TaskId, f64, u64)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.cursor < t.end && now.saturating_sub(t.started) >= policy.min_age)
+            .map(|(id, t)| (*id, rate(t), t.end - t.cursor))
+            .collect();
+        if judged.len() < 2 && self.tasks.len() < 2 {
+            // Nobody to compare with: a lone slow connection is just the link.
+            return None;
+        }
+        let rates: Vec<f64> = self
+            .tasks
+            .values()
+            .filter(|t| now.saturating_sub(t.started) >= policy.min_age || t.claimed > 0)
+            .map(rate)
+            .filter(|r| r.is_finite())
+            .collect();
+        if rates.is_empty() {
+            return None;
+        }
+        let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+        let (victim, _, _) = judged
+            .into_iter()
+            .filter(|(_, r, _)| *r < mean * policy.slow_fraction)
+            .max_by(|a, b| {
+                // Longest expected time to finish: remaining / rate.
+                let eta = |(_, r, left): &(TaskId, f64, u64)| *left as f64 / r.max(1.0);
+                eta(a).total_cmp(&eta(b))
+            })?;
+        let task = self.tasks.get_mut(&victim)?;
+        let range = ByteRange::new(task.cursor, task.end);
+        task.end = task.cursor;
+        Some(self.new_task(range, true))
     }
 
     /// Records claimed bytes as written; returns the new end of the
@@ -233,6 +312,23 @@ mod tests {
         // The victim may now claim only up to the split point.
         assert_eq!(plan.claim(a.id, 1000), ByteRange::new(20, 60));
         assert!(plan.claim(a.id, 1).is_empty());
+    }
+
+    #[test]
+    fn takes_over_a_dribbling_task() {
+        let mut plan = fresh(400, 100, 100);
+        let policy = TakeOver { min_age: Duration::from_secs(1), slow_fraction: 0.3 };
+        let tasks: Vec<_> = (0..4).map(|_| plan.next_assignment().expect("chunk")).collect();
+        plan.set_now(Duration::from_secs(2));
+        for task in &tasks[..3] {
+            plan.claim(task.id, 90);
+        }
+        plan.claim(tasks[3].id, 2);
+        let taken = plan.take_over(policy).expect("the slow task is taken over");
+        assert_eq!(taken.range, ByteRange::new(302, 400));
+        assert!(plan.claim(tasks[3].id, 10).is_empty());
+        // Healthy tasks are left alone.
+        assert_eq!(plan.take_over(policy), None);
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub(crate) async fn single_stream(fetcher: &Fetcher, first: Response) -> Result<
         fetcher.counters.retries.fetch_add(1, Ordering::Relaxed);
         if let Some(sink) = &fetcher.events {
             sink(Event::Retry {
-                range: ByteRange::new(0, fetcher.remote.total.unwrap_or(0)),
+                range: ByteRange::new(0, fetcher.total.unwrap_or(0)),
                 attempt: failures,
                 class: error.kind().class(),
                 message: error.to_string(),
@@ -54,7 +54,8 @@ pub(crate) async fn single_stream(fetcher: &Fetcher, first: Response) -> Result<
 }
 
 async fn request_whole(fetcher: &Fetcher) -> Result<u64> {
-    let url = &fetcher.remote.url;
+    let source = &fetcher.sources[0];
+    let url = &source.url();
     let request = fetcher
         .client
         .get(url.clone())
@@ -67,7 +68,7 @@ async fn request_whole(fetcher: &Fetcher) -> Result<u64> {
     if response.status() != StatusCode::OK {
         return Err(status_error(&response, url));
     }
-    if fetcher.remote.validator.contradicts(&Validator::from_headers(response.headers())) {
+    if source.validator.contradicts(&Validator::from_headers(response.headers())) {
         return Err(Error::new(ErrorKind::RemoteChanged, "validator changed between attempts").with_url(url));
     }
     stream_once(fetcher, response).await
@@ -78,8 +79,8 @@ fn stalled(timeout: Duration) -> Error {
 }
 
 async fn stream_once(fetcher: &Fetcher, mut response: Response) -> Result<u64> {
-    let url = &fetcher.remote.url;
-    let expected = fetcher.remote.total;
+    let url = &fetcher.sources[0].url();
+    let expected = fetcher.total;
     let mut offset = 0u64;
     loop {
         let chunk = match tokio::time::timeout(fetcher.policy.stall_timeout, response.chunk()).await {

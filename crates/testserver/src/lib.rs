@@ -145,8 +145,9 @@ pub struct RequestLog {
     pub if_range: Option<String>,
     /// The status sent.
     pub status: u16,
-    /// File-content body bytes actually written to the socket; set when the response ends (or
-    /// stalls). The few bytes of an error page's text are not counted.
+    /// File-content body bytes written to the socket. It grows as each piece is handed to the
+    /// socket, so once a client has read a byte it is counted here; a failed write is not
+    /// counted. The few bytes of an error page's text are not counted either.
     pub body_bytes: u64,
     /// Which connection carried the request: 0, 1, ... in accept order.
     pub connection_id: u64,
@@ -221,7 +222,8 @@ impl TestServer {
         lock(&self.shared.log).clone()
     }
 
-    /// Total file-content body bytes written to sockets, over all paths and connections.
+    /// Total file-content body bytes written to sockets, over all paths and connections
+    /// (counted as for [`RequestLog::body_bytes`]).
     pub fn body_bytes_sent(&self) -> u64 {
         self.shared.body_bytes_sent.load(Ordering::Relaxed)
     }

@@ -412,6 +412,10 @@ impl Connection {
         if self.skip_request_body(body_len).await.is_err() {
             return Ending::Abandon;
         }
+        #[cfg(test)]
+        if head.path == tests::PANIC_PATH {
+            panic!("deliberate panic requested by a unit test");
+        }
         let close = head.wants_close();
         let prepared = self.shared.prepare(&head, self.id);
         let mut headers = prepared.plan.headers.clone();
@@ -466,8 +470,6 @@ impl Connection {
         let mut sent = 0u64;
         loop {
             while let Some(stall) = stalls.next_if(|stall| stall.after_bytes <= sent) {
-                // Logged now so that a test can see the bytes sent before the stall.
-                self.shared.record_body_bytes(prepared.log_index, sent);
                 match stall.duration {
                     Some(duration) => tokio::time::sleep(duration).await,
                     // Ends only when shutdown aborts the task.
@@ -494,14 +496,16 @@ impl Connection {
                     piece[(flip - offset) as usize] ^= 0xFF;
                 }
             }
-            if self.stream.write_all(piece).await.is_err() {
-                return (sent, Some(Ending::Abandon));
-            }
-            sent += len as u64;
+            // Counted before the write, not after: a client that has read the last byte and
+            // looks at the log, or sends its next request, must find the bytes counted and any
+            // content change they trigger already made.
+            let len_u64 = len as u64;
+            self.shared
+                .record_body_bytes(prepared.log_index, sent + len_u64);
             self.shared
                 .body_bytes_sent
-                .fetch_add(len as u64, Ordering::Relaxed);
-            let served = prepared.served.fetch_add(len as u64, Ordering::Relaxed) + len as u64;
+                .fetch_add(len_u64, Ordering::Relaxed);
+            let served = prepared.served.fetch_add(len_u64, Ordering::Relaxed) + len_u64;
             pending_changes.retain(|trigger| {
                 let crossed = served >= trigger.after_bytes_served;
                 if crossed {
@@ -509,11 +513,46 @@ impl Connection {
                 }
                 !crossed
             });
+            if self.stream.write_all(&self.piece[..len]).await.is_err() {
+                // How much of the piece reached the socket is unknown; count none of it.
+                self.shared
+                    .body_bytes_sent
+                    .fetch_sub(len_u64, Ordering::Relaxed);
+                return (sent, Some(Ending::Abandon));
+            }
+            sent += len_u64;
         }
         let ending = body.cut.map(|cut| match cut.kind {
             CutKind::Reset => Ending::Reset,
             CutKind::Close => Ending::Close,
         });
         (sent, ending)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use crate::{FileSpec, TestServer};
+
+    /// A path that makes the connection task panic, so the drop-time re-raise can be tested.
+    pub(super) const PANIC_PATH: &str = "/__panic";
+
+    #[test]
+    fn drop_re_raises_a_connection_panic() {
+        let server = TestServer::serve(FileSpec::new("/f", 10, 1));
+        let mut stream = std::net::TcpStream::connect(server.addr()).expect("connect");
+        stream
+            .write_all(format!("GET {PANIC_PATH} HTTP/1.1\r\n\r\n").as_bytes())
+            .expect("send");
+        // The task dies without answering, which closes the connection.
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        assert!(rest.is_empty());
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(server)));
+        let payload = dropped.expect_err("the server's panic is re-raised on drop");
+        let message = payload.downcast_ref::<&str>().copied().unwrap_or_default();
+        assert_eq!(message, "deliberate panic requested by a unit test");
     }
 }

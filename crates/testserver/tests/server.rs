@@ -747,3 +747,27 @@ fn parallel_ranges_reassemble_to_the_published_sha256() {
     assert_eq!(digest, sha256_hex(11, size));
     assert_eq!(server.body_bytes_sent(), size);
 }
+
+#[test]
+fn starts_serves_and_drops_inside_an_async_runtime() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("build a runtime");
+    runtime.block_on(async {
+        let server = TestServer::serve(FileSpec::new("/f", 1000, 4));
+        let mut stream = tokio::net::TcpStream::connect(server.addr())
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET /f HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("send");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.expect("receive");
+        assert!(response.ends_with(&content(4, 0..1000)));
+        // Dropping joins the server thread; its runtime must not be dropped in this one.
+        drop(server);
+    });
+}
