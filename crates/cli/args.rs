@@ -58,6 +58,9 @@ pub struct GetArgs {
     /// Content-addressed cache of verified files.
     #[arg(long, value_name = "DIR", env = "RANGEFETCH_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Largest total size of the cache; least recently used files are evicted beyond it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_any_size)]
+    pub cache_max_size: Option<u64>,
     /// JSON lines on stdout: progress events, then one summary object.
     #[arg(long)]
     pub json: bool,
@@ -114,6 +117,10 @@ fn parse_chunk_size(value: &str) -> Result<u64, String> {
         Ok(bytes) => Ok(bytes),
         Err(e) => Err(e.to_string()),
     }
+}
+
+fn parse_any_size(value: &str) -> Result<u64, String> {
+    rangefetch_core::size::parse_size(value).map_err(|e| e.to_string())
 }
 
 fn parse_seconds(value: &str) -> Result<f64, String> {

@@ -246,6 +246,12 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
     if let Some(hash) = expected {
         builder = builder.sha256(hash);
     }
+    if let Some(dir) = &args.cache_dir {
+        let cache = rangefetch_core::cache::Cache::open(dir, args.cache_max_size)
+            .with_context(|| format!("cannot open cache directory {}", dir.display()))
+            .map_err(|e| Failure::new(exit::IO, e))?;
+        builder = builder.cache(cache);
+    }
     let render = Arc::new(Render::new(args.json, args.quiet));
     let sink = Arc::clone(&render);
     let cancel = CancelToken::new();
@@ -282,23 +288,31 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
             "sha256": outcome.sha256.to_string(), "verified": outcome.verified,
             "elapsed_s": outcome.elapsed.as_secs_f64(), "retries": outcome.retries,
             "resumed_bytes": outcome.resumed_bytes, "connections": outcome.connections,
-            "already_present": outcome.already_present,
+            "already_present": outcome.already_present, "from_cache": outcome.from_cache,
         }));
     } else if !args.quiet {
         let secs = outcome.elapsed.as_secs_f64().max(1e-9);
         let status = if outcome.already_present {
             "already present, verified"
+        } else if outcome.from_cache {
+            "from the verified cache"
         } else if outcome.verified {
             "verified"
         } else {
             "not verified: no expected hash given"
         };
+        let resumed = if outcome.resumed_bytes > 0 && !outcome.already_present {
+            format!(", {} bytes resumed from an earlier run", outcome.resumed_bytes)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "{}: {} bytes in {:.2} s ({:.1} MB/s), {} retries, sha256 {} ({status})",
+            "{}: {} bytes in {:.2} s ({:.1} MB/s), {} connections, {} retries{resumed}, sha256 {} ({status})",
             outcome.path.display(),
             outcome.bytes,
             secs,
-            outcome.bytes as f64 / secs / 1e6,
+            outcome.bytes.saturating_sub(outcome.resumed_bytes) as f64 / secs / 1e6,
+            outcome.connections,
             outcome.retries,
             outcome.sha256,
         );

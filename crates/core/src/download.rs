@@ -10,6 +10,7 @@ use reqwest::{Client, Url};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
+use crate::cache::Cache;
 use crate::cancel::CancelToken;
 use crate::checksums::Sha256Hex;
 use crate::journal::Journal;
@@ -94,6 +95,8 @@ pub struct Outcome {
     pub verified: bool,
     /// Whether an existing, matching file made the download unnecessary.
     pub already_present: bool,
+    /// Whether the file came from the verified cache instead of the network.
+    pub from_cache: bool,
     /// Wall time.
     pub elapsed: Duration,
     /// Retried requests.
@@ -113,6 +116,7 @@ pub struct DownloadBuilder {
     config: Config,
     events: Option<EventSink>,
     cancel: CancelToken,
+    cache: Option<Cache>,
 }
 
 /// One file to download: sources, destination, expected hash and settings.
@@ -126,6 +130,7 @@ pub struct Download {
     config: Config,
     events: Option<EventSink>,
     cancel: CancelToken,
+    cache: Option<Cache>,
     peak_connections: std::sync::atomic::AtomicUsize,
 }
 
@@ -139,6 +144,7 @@ impl Download {
             config: Config::default(),
             events: None,
             cancel: CancelToken::new(),
+            cache: None,
         }
     }
 }
@@ -194,6 +200,15 @@ impl DownloadBuilder {
         self
     }
 
+    /// Uses a verified, content-addressed cache: with an expected hash, a
+    /// cached copy is re-verified and placed at the output without any
+    /// request; a verified download is added to it; and when the network
+    /// fails, a copy that appeared meanwhile is served instead.
+    pub fn cache(mut self, cache: Cache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
     /// Checks the settings and makes the [`Download`].
     pub fn build(self) -> Result<Download> {
         let invalid = |m: String| Error::new(ErrorKind::InvalidInput, m);
@@ -230,6 +245,7 @@ impl DownloadBuilder {
             config: self.config,
             events: self.events,
             cancel: self.cancel,
+            cache: self.cache,
             peak_connections: std::sync::atomic::AtomicUsize::new(0),
         })
     }
@@ -302,11 +318,12 @@ impl Download {
             None => builder.no_proxy(),
         };
         for pem in &self.config.ca_certs_pem {
-            for cert in reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| Error::new(ErrorKind::InvalidInput, "invalid CA certificate PEM").with_source(e))?
-            {
-                builder = builder.add_root_certificate(cert);
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| Error::new(ErrorKind::InvalidInput, "invalid CA certificate PEM").with_source(e))?;
+            if certs.is_empty() {
+                return Err(Error::new(ErrorKind::InvalidInput, "no certificate in the CA PEM file"));
             }
+            builder = builder.tls_certs_merge(certs);
         }
         builder
             .build()
@@ -316,11 +333,100 @@ impl Download {
     /// Runs the download to completion.
     pub async fn run(&self) -> Result<Outcome> {
         let started = Instant::now();
+        let mut _cache_lock = None;
         if let Some(expected) = self.sha256 {
             if let Some(outcome) = self.already_present(expected, started).await? {
                 return Ok(outcome);
             }
+            if let Some(cache) = &self.cache {
+                // Another process fetching the same file holds this lock; we
+                // wait for it and then, most likely, hit the cache.
+                let locker = cache.clone();
+                let lock = tokio::select! {
+                    lock = tokio::task::spawn_blocking(move || locker.lock(&expected)) => lock,
+                    () = self.cancel.cancelled() => return Err(cancelled()),
+                };
+                match lock {
+                    Ok(Ok(lock)) => _cache_lock = Some(lock),
+                    Ok(Err(error)) => warn!(%error, "cannot lock the cache entry; going on without the lock"),
+                    Err(error) => warn!(%error, "cache lock task failed"),
+                }
+                if let Some(outcome) = self.from_cache(cache, expected, started, None).await {
+                    return Ok(outcome);
+                }
+            }
         }
+        let result = self.download(started).await;
+        match (&result, &self.cache, self.sha256) {
+            (Ok(outcome), Some(cache), Some(_)) if outcome.verified => {
+                let cache = cache.clone();
+                let path = outcome.path.clone();
+                let hash = outcome.sha256;
+                match tokio::task::spawn_blocking(move || cache.insert(&path, &hash)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => self.emit(Event::Notice {
+                        message: format!("could not add the file to the cache: {error}"),
+                    }),
+                    Err(error) => warn!(%error, "cache insert task failed"),
+                }
+            }
+            (Err(error), Some(cache), Some(expected))
+                if matches!(error.kind(), ErrorKind::Network | ErrorKind::HttpStatus(_) | ErrorKind::Protocol) =>
+            {
+                if let Some(outcome) = self.from_cache(cache, expected, started, Some(error)).await {
+                    return Ok(outcome);
+                }
+            }
+            _ => {}
+        }
+        result
+    }
+
+    /// Places a verified cached copy at the output, if the cache has one.
+    async fn from_cache(
+        &self,
+        cache: &Cache,
+        expected: Sha256Hex,
+        started: Instant,
+        network_error: Option<&Error>,
+    ) -> Option<Outcome> {
+        let cache = cache.clone();
+        let output = self.output.clone();
+        let placed = tokio::task::spawn_blocking(move || cache.place(&expected, &output)).await;
+        let placement = match placed {
+            Ok(Ok(placement)) => placement,
+            Ok(Err(error)) if error.kind() == std::io::ErrorKind::NotFound => return None,
+            Ok(Err(error)) => {
+                self.emit(Event::Notice {
+                    message: format!("cannot use the cached copy: {error}"),
+                });
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let bytes = std::fs::metadata(&self.output).map(|m| m.len()).unwrap_or(0);
+        let why = match network_error {
+            Some(error) => format!("the download failed ({error}); "),
+            None => String::new(),
+        };
+        self.emit(Event::Notice {
+            message: format!("{why}served from the verified cache ({placement})"),
+        });
+        Some(Outcome {
+            path: self.output.clone(),
+            bytes,
+            sha256: expected,
+            verified: true,
+            already_present: false,
+            from_cache: true,
+            elapsed: started.elapsed(),
+            retries: 0,
+            resumed_bytes: 0,
+            connections: 0,
+        })
+    }
+
+    async fn download(&self, started: Instant) -> Result<Outcome> {
         let client = self.client()?;
         let part_path = part_path(&self.output);
         let state_path = state_path(&self.output);
@@ -367,6 +473,7 @@ impl Download {
             sha256: digest,
             verified: true,
             already_present: true,
+            from_cache: false,
             elapsed: started.elapsed(),
             retries: 0,
             resumed_bytes: meta.len(),
@@ -621,6 +728,7 @@ impl Download {
             sha256: digest,
             verified: self.sha256.is_some(),
             already_present: false,
+            from_cache: false,
             elapsed: started.elapsed(),
             retries: counters.retries.load(Ordering::Relaxed),
             resumed_bytes,

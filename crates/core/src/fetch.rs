@@ -174,7 +174,7 @@ impl Fetcher {
         if let Some(assignment) = plan.next_assignment() {
             return Next::Work(assignment);
         }
-        if let Some(assignment) = plan.take_over(self.policy.take_over) {
+        if let Some(assignment) = plan.take_over(self.policy.take_over, self.peer_rate()) {
             debug!(range = %assignment.range, "took over the range of a connection far slower than its peers");
             return Next::Work(assignment);
         }
@@ -229,6 +229,14 @@ impl Fetcher {
             };
             score(a, jitter.next_unit()).total_cmp(&score(b, jitter.next_unit()))
         })
+    }
+
+    /// Bytes per second of a typical busy connection, over all sources.
+    fn peer_rate(&self) -> f64 {
+        let (bytes, nanos) = self.sources.iter().fold((0u64, 0u64), |(b, n), s| {
+            (b + s.bytes.load(Ordering::Relaxed), n + s.busy_nanos.load(Ordering::Relaxed))
+        });
+        if nanos == 0 { 0.0 } else { bytes as f64 / (nanos as f64 / 1e9) }
     }
 
     /// Whether more than one source is still alive.

@@ -55,6 +55,7 @@
 #![warn(missing_docs)]
 
 pub mod cancel;
+pub mod cache;
 pub mod checksums;
 pub mod download;
 pub mod error;

@@ -193,44 +193,35 @@ impl Scheduler {
     }
 
     /// Hands the whole remainder of the slowest task to a new one, when that
-    /// task is far slower than its peers: the fix for a connection that
-    /// dribbles on a range too small to split. The old task's next claim
-    /// comes back empty, so its connection moves on.
-    pub fn take_over(&mut self, policy: TakeOver) -> Option<Assignment> {
+    /// task delivers less than `policy.slow_fraction` of `peer_rate` (bytes
+    /// per second of a typical connection of this download): the fix for a
+    /// connection that stalls or dribbles on a range too small to split. The
+    /// old task's next claim comes back empty, so its connection moves on.
+    pub fn take_over(&mut self, policy: TakeOver, peer_rate: f64) -> Option<Assignment> {
+        if !(peer_rate.is_finite() && peer_rate > 0.0) {
+            return None;
+        }
         let now = self.now;
-        let rate = |t: &Task| {
-            let age = now.saturating_sub(t.started).as_secs_f64();
-            if age > 0.0 { t.claimed as f64 / age } else { f64::INFINITY }
-        };
-        let judged: Vec<(TaskId, f64, u64)> = self
+        let threshold = peer_rate * policy.slow_fraction;
+        let victim = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.cursor < t.end && now.saturating_sub(t.started) >= policy.min_age)
-            .map(|(id, t)| (*id, rate(t), t.end - t.cursor))
-            .collect();
-        if judged.len() < 2 && self.tasks.len() < 2 {
-            // Nobody to compare with: a lone slow connection is just the link.
-            return None;
-        }
-        let rates: Vec<f64> = self
-            .tasks
-            .values()
-            .filter(|t| now.saturating_sub(t.started) >= policy.min_age || t.claimed > 0)
-            .map(rate)
-            .filter(|r| r.is_finite())
-            .collect();
-        if rates.is_empty() {
-            return None;
-        }
-        let mean = rates.iter().sum::<f64>() / rates.len() as f64;
-        let (victim, _, _) = judged
-            .into_iter()
-            .filter(|(_, r, _)| *r < mean * policy.slow_fraction)
-            .max_by(|a, b| {
-                // Longest expected time to finish: remaining / rate.
-                let eta = |(_, r, left): &(TaskId, f64, u64)| *left as f64 / r.max(1.0);
-                eta(a).total_cmp(&eta(b))
-            })?;
+            .filter_map(|(id, t)| {
+                let age = now.saturating_sub(t.started);
+                if t.cursor >= t.end || age < policy.min_age {
+                    return None;
+                }
+                let rate = t.claimed as f64 / age.as_secs_f64();
+                // Judge by what is left at this rate: a slow task about to
+                // finish is not worth a new request.
+                let left = (t.end - t.cursor) as f64;
+                let eta_slow = left / rate.max(1.0);
+                let eta_fresh = left / peer_rate;
+                (rate < threshold && eta_slow > eta_fresh + policy.min_age.as_secs_f64())
+                    .then_some((*id, eta_slow))
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(id, _)| id)?;
         let task = self.tasks.get_mut(&victim)?;
         let range = ByteRange::new(task.cursor, task.end);
         task.end = task.cursor;
@@ -324,11 +315,14 @@ mod tests {
             plan.claim(task.id, 90);
         }
         plan.claim(tasks[3].id, 2);
-        let taken = plan.take_over(policy).expect("the slow task is taken over");
+        // Peers deliver 45 B/s; the last task 1 B/s with 98 bytes left.
+        let taken = plan.take_over(policy, 45.0).expect("the slow task is taken over");
         assert_eq!(taken.range, ByteRange::new(302, 400));
         assert!(plan.claim(tasks[3].id, 10).is_empty());
-        // Healthy tasks are left alone.
-        assert_eq!(plan.take_over(policy), None);
+        // Healthy tasks are left alone, and the new one is too young to judge.
+        assert_eq!(plan.take_over(policy, 45.0), None);
+        // Without a reference rate nothing is judged.
+        assert_eq!(plan.take_over(policy, 0.0), None);
     }
 
     #[test]

@@ -104,9 +104,11 @@ pub(crate) fn network_error(error: reqwest::Error, url: &Url) -> Error {
         message = "TLS certificate not trusted".to_owned();
     }
     let permanent = certificate || error.is_redirect() || error.is_builder();
+    // The URL is in our own context already, credential-free; reqwest's copy
+    // of it would repeat it and could carry a password.
     let engine = Error::new(ErrorKind::Network, message)
         .with_url(url)
-        .with_source(error);
+        .with_source(error.without_url());
     if permanent { engine.permanent() } else { engine }
 }
 

@@ -1,0 +1,396 @@
+//! Interruption and resume (CONTRACT.md, guarantees 1–3): Ctrl-C and `kill -9` at random
+//! points leave a state a re-run resumes from without re-fetching much, a damaged journal or a
+//! changed remote make the re-run start over (and say so), a finished file is not fetched
+//! again, and a full disk or a missing directory fail with exit 4 before downloading.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Expect, Run, SeededRng, check, run, run_against, spawn, tempdir, with_suffix};
+use rangefetch_testserver::{Fault, FaultRule, FaultScript, FileSpec, ServerConfig, TestServer};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * 1024;
+
+/// A server for one file whose every connection is throttled to `bytes_per_sec`, so that a
+/// download is still running when the test interrupts it.
+fn throttled_server(file: FileSpec, bytes_per_sec: u64) -> TestServer {
+    TestServer::start(ServerConfig {
+        files: vec![file],
+        faults: FaultScript::new(vec![FaultRule::always(Fault::Throttle { bytes_per_sec })]),
+    })
+}
+
+/// Starts `rangefetch ARGS`, waits until it has written its resume journal, then sends SIGINT
+/// and checks the interrupted exit: 130, one error line and a hint, `.part` and journal kept,
+/// no output file.
+fn interrupted_run(server: &TestServer, dir: &Path, out: &Path, args: &[&str]) -> Run {
+    let state = with_suffix(out, ".part.state");
+    let mut running = spawn(dir, args, Some(server));
+    running.wait_until(
+        "resume journal (.part.state)",
+        Duration::from_secs(30),
+        || state.is_file(),
+    );
+    running.signal(libc::SIGINT);
+    let run = running.wait();
+    check(
+        &run,
+        out,
+        &Expect::failure(130)
+            .hint()
+            .part_kept(true)
+            .stderr_has("interrupted"),
+    );
+    run
+}
+
+fn served(run: &Run) -> u64 {
+    run.served
+        .as_ref()
+        .expect("recorded against the server")
+        .body_bytes
+}
+
+#[test]
+fn sigint_then_rerun_resumes() {
+    let size = 128 * MIB;
+    let file = FileSpec::new("/big.bin", size, 31);
+    let expected = file.sha256_hex();
+    // 8 connections at 2 MiB/s: about eight seconds for the whole file, if not interrupted.
+    let server = throttled_server(file, 2 * MIB);
+    let dir = tempdir();
+    let out = dir.path().join("big.bin");
+    let url = server.url("/big.bin");
+    let args = [
+        "get",
+        url.as_str(),
+        "-c",
+        "8",
+        "--chunk-size",
+        "1MiB",
+        "--sha256",
+        &expected,
+    ];
+    let first = interrupted_run(&server, dir.path(), &out, &args);
+    assert!(
+        served(&first) < size / 2,
+        "the interruption came too late to test anything\n{}",
+        first.describe()
+    );
+
+    server.set_faults(FaultScript::default());
+    let second = run_against(&server, dir.path(), &args);
+    check(
+        &second,
+        &out,
+        &Expect::success(&expected).served(0..=size - 1).ranged(),
+    );
+    // What the first run received was kept: together the runs fetched the file about once
+    // (the re-run's probe of chunk 0, and bytes in flight at the interrupt, are the slack).
+    let total = served(&first) + served(&second);
+    assert!(
+        total <= size + 8 * MIB,
+        "the two runs fetched {total} bytes of a {size}-byte file\nfirst:\n{}\nsecond:\n{}",
+        first.describe(),
+        second.describe()
+    );
+}
+
+#[test]
+fn twenty_kill_9_at_random_points_then_complete() {
+    // Sized so that the twenty short runs, taken together, fetch a good part of the file: if
+    // a killed run's progress were not kept for the next, the waste alone would break the
+    // 1.3× bound. One connection at 1 MiB/s moves about 7 MiB in twenty runs of 100–600 ms;
+    // eight at full speed would finish the file within the loop, which is allowed.
+    let size = 12 * MIB;
+    let file = FileSpec::new("/crash.bin", size, 32);
+    let expected = file.sha256_hex();
+    let server = throttled_server(file, MIB);
+    let dir = tempdir();
+    let out = dir.path().join("crash.bin");
+    let state = with_suffix(&out, ".part.state");
+    let url = server.url("/crash.bin");
+    let args = [
+        "get",
+        url.as_str(),
+        "-c",
+        "8",
+        "--chunk-size",
+        "256KiB",
+        "--sha256",
+        &expected,
+    ];
+    let mut rng = SeededRng::new(0x5eed_0004);
+    let mut total = 0;
+    let mut rounds = Vec::new();
+    let mut finished_early = false;
+    for round in 0..20 {
+        let mut running = spawn(dir.path(), &args, Some(&server));
+        let kill_after = Duration::from_millis(rng.in_range(100..=600));
+        // The random kill point is the test's input, not a wait for something to happen.
+        std::thread::sleep(kill_after);
+        if running.has_exited() {
+            // The file was completed within the loop: that run must have succeeded.
+            let done = running.wait();
+            total += served(&done);
+            check(&done, &out, &Expect::success(&expected));
+            rounds.push(format!("round {round}: finished before the kill"));
+            finished_early = true;
+            break;
+        }
+        let killed = running.kill();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            killed.status.signal(),
+            Some(libc::SIGKILL),
+            "round {round}: the run ended on its own before the kill at {kill_after:?}\n{}",
+            killed.describe()
+        );
+        assert!(
+            !out.exists(),
+            "round {round}: {} exists after kill -9 mid-download",
+            out.display()
+        );
+        total += served(&killed);
+        rounds.push(format!(
+            "round {round}: killed after {kill_after:?}: {} bytes served, journal {}",
+            served(&killed),
+            if state.is_file() { "present" } else { "absent" }
+        ));
+    }
+
+    server.set_faults(FaultScript::default());
+    let last = run_against(&server, dir.path(), &args);
+    let last_served_at_most = if finished_early { 0 } else { size };
+    check(
+        &last,
+        &out,
+        &Expect::success(&expected).served(0..=last_served_at_most),
+    );
+    total += served(&last);
+    assert!(
+        total * 10 <= size * 13,
+        "the runs fetched {total} bytes of a {size}-byte file ({:.2}×, at most 1.3× allowed): \
+         each kill -9 may lose only what was not yet recorded\n{}\nlast run:\n{}",
+        total as f64 / size as f64,
+        rounds.join("\n"),
+        last.describe()
+    );
+}
+
+#[test]
+fn corrupt_journal_is_ignored_with_a_warning() {
+    let size = 64 * MIB;
+    let file = FileSpec::new("/img.bin", size, 33);
+    let expected = file.sha256_hex();
+    let server = throttled_server(file, 2 * MIB);
+    let dir = tempdir();
+    let out = dir.path().join("img.bin");
+    let url = server.url("/img.bin");
+    let args = [
+        "get",
+        url.as_str(),
+        "--chunk-size",
+        "1MiB",
+        "--sha256",
+        &expected,
+    ];
+    interrupted_run(&server, dir.path(), &out, &args);
+
+    let state = with_suffix(&out, ".part.state");
+    let mut journal = std::fs::read(&state).expect("read the journal");
+    let middle = journal.len() / 2;
+    journal[middle] ^= 0x01;
+    std::fs::write(&state, &journal).expect("write the damaged journal");
+
+    server.set_faults(FaultScript::default());
+    let rerun = run_against(&server, dir.path(), &args);
+    // A journal that cannot be trusted is discarded whole: the file is fetched again.
+    check(
+        &rerun,
+        &out,
+        &Expect::success(&expected)
+            .stderr_has("resume state")
+            .served(size..=size + 8 * MIB),
+    );
+    let warnings: Vec<&str> = rerun
+        .stderr
+        .lines()
+        .filter(|line| line.to_lowercase().contains("resume state"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning line about the resume state\n{}",
+        rerun.describe()
+    );
+}
+
+#[test]
+fn remote_changed_between_runs_starts_over() {
+    let size = 64 * MIB;
+    let old = FileSpec::new("/img.bin", size, 34);
+    let server = throttled_server(old, 2 * MIB);
+    let dir = tempdir();
+    let out = dir.path().join("img.bin");
+    let url = server.url("/img.bin");
+    // No expected hash: only the validators can tell the versions apart.
+    let args = ["get", url.as_str(), "--chunk-size", "1MiB"];
+    interrupted_run(&server, dir.path(), &out, &args);
+
+    let new = FileSpec::new("/img.bin", size, 35).with_etag(Some("\"v2\""));
+    let new_sha256 = new.sha256_hex();
+    server.replace_file(new);
+    server.set_faults(FaultScript::default());
+    let rerun = run_against(&server, dir.path(), &args);
+    check(
+        &rerun,
+        &out,
+        &Expect::success(&new_sha256)
+            .stderr_has("changed")
+            .served(size..=size + 8 * MIB)
+            .covers(size),
+    );
+}
+
+#[test]
+fn rerun_after_a_resumed_download_fetches_nothing() {
+    let size = 64 * MIB;
+    let file = FileSpec::new("/img.bin", size, 36);
+    let expected = file.sha256_hex();
+    let server = throttled_server(file, 2 * MIB);
+    let dir = tempdir();
+    let out = dir.path().join("img.bin");
+    let url = server.url("/img.bin");
+    let args = [
+        "get",
+        url.as_str(),
+        "--chunk-size",
+        "1MiB",
+        "--sha256",
+        &expected,
+    ];
+    interrupted_run(&server, dir.path(), &out, &args);
+    server.set_faults(FaultScript::default());
+    let resumed = run_against(&server, dir.path(), &args);
+    check(
+        &resumed,
+        &out,
+        &Expect::success(&expected).served(0..=size - 1),
+    );
+
+    let again = run_against(&server, dir.path(), &args);
+    check(&again, &out, &Expect::success(&expected).served(0..=0));
+}
+
+/// A tmpfs mounted on a directory for the life of the guard.
+struct Tmpfs {
+    mount_point: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(mount_point: &Path, size: &str) -> Tmpfs {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(mount_point)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "`mount -t tmpfs` failed ({status}) although running as root; the disk-full test \
+             needs a container or host that allows mounting"
+        );
+        Tmpfs {
+            mount_point: mount_point.to_owned(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(&self.mount_point)
+            .status()
+            .is_ok_and(|status| status.success());
+        if !unmounted {
+            // Busy (a process still holds a file): detach it now, it goes when released.
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.mount_point)
+                .status();
+        }
+    }
+}
+
+#[test]
+fn disk_full_on_small_tmpfs_as_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        // The one test that cannot run unprivileged: only root can mount a small filesystem.
+        // CI runs as root.
+        eprintln!("note: disk_full_on_small_tmpfs_as_root needs root to mount a tmpfs; not run");
+        return;
+    }
+    let size = 32 * MIB;
+    let file = FileSpec::new("/img.bin", size, 37);
+    let server = TestServer::serve(file);
+    let dir = tempdir();
+    let mount_point = dir.path().join("small");
+    std::fs::create_dir(&mount_point).expect("create the mount point");
+    let _tmpfs = Tmpfs::mount(&mount_point, "8m");
+    let out = mount_point.join("img.bin");
+    let run = run_against(
+        &server,
+        &mount_point,
+        &["get", &server.url("/img.bin"), "--chunk-size", "1MiB"],
+    );
+    // The space check comes before the download, not half-way through it.
+    check(
+        &run,
+        &out,
+        &Expect::failure(4)
+            .stderr_has("needs")
+            .served(0..=MIB)
+            .hint(),
+    );
+}
+
+#[test]
+fn output_in_a_missing_directory_exits_4() {
+    let server = TestServer::serve(FileSpec::new("/img.bin", 100 * KIB, 38));
+    let dir = tempdir();
+    let out = dir.path().join("missing").join("img.bin");
+    let run = run(
+        dir.path(),
+        &["get", &server.url("/img.bin"), "-o", "missing/img.bin"],
+    );
+    check(&run, &out, &Expect::failure(4).part_kept(false));
+    assert!(!dir.path().join("missing").exists());
+}
+
+#[test]
+fn resume_without_an_expected_hash_prints_the_right_hash() {
+    // Without --sha256 nothing can catch a wrong byte but the printed hash itself, which a
+    // resume computes from the journal's saved hash state plus the bytes fetched now: it must
+    // be the hash of the whole file, and the file must be the served one.
+    let size = 32 * MIB;
+    let file = FileSpec::new("/img.bin", size, 39);
+    let expected = file.sha256_hex();
+    let server = throttled_server(file, MIB);
+    let dir = tempdir();
+    let out = dir.path().join("img.bin");
+    let url = server.url("/img.bin");
+    let args = ["get", url.as_str(), "-c", "4", "--chunk-size", "256KiB"];
+    interrupted_run(&server, dir.path(), &out, &args);
+    server.set_faults(FaultScript::default());
+    let rerun = run_against(&server, dir.path(), &args);
+    check(
+        &rerun,
+        &out,
+        &Expect::success(&expected).served(0..=size - 1),
+    );
+}
