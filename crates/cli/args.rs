@@ -21,6 +21,14 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Print `<hex>  <path>` lines, like sha256sum.
     Hash(HashArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, Args)]

@@ -78,6 +78,21 @@ fn main() -> ExitCode {
             Command::Get(args) => get(args).await,
             Command::Verify(args) => verify(args).await,
             Command::Hash(args) => hash(args).await,
+            Command::Completions { shell } => {
+                let mut command = <Cli as clap::CommandFactory>::command();
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut command, "rangefetch", &mut script);
+                write_stdout(&script)
+            }
+            Command::Man => {
+                let command = <Cli as clap::CommandFactory>::command();
+                let mut page = Vec::new();
+                clap_mangen::Man::new(command)
+                    .render(&mut page)
+                    .context("cannot render the manual page")
+                    .map_err(|e| Failure::new(exit::IO, e))?;
+                write_stdout(&page)
+            }
         }
     });
     // Do not wait for connections still draining after an error.
@@ -96,6 +111,17 @@ fn main() -> ExitCode {
             }
             ExitCode::from(failure.code)
         }
+    }
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::new(exit::IO, anyhow::Error::new(error).context("cannot write to stdout")))
+        }
+        _ => Ok(()),
     }
 }
 
