@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -143,7 +144,6 @@ fn twenty_kill_9_at_random_points_then_complete() {
             break;
         }
         let killed = running.kill();
-        use std::os::unix::process::ExitStatusExt;
         assert_eq!(
             killed.status.signal(),
             Some(libc::SIGKILL),
@@ -180,6 +180,28 @@ fn twenty_kill_9_at_random_points_then_complete() {
         rounds.join("\n"),
         last.describe()
     );
+}
+
+#[test]
+fn no_journal_is_left_after_success() {
+    // Downloads that outlive a checkpoint or two (the journal is rewritten while the bytes
+    // arrive): whatever checkpoint is still being written when the download completes must not
+    // leave a journal beside the finished file. Four runs, since the overlap is a matter of
+    // timing; `check` asserts that neither `.part` nor `.part.state` remains.
+    let size = 192 * MIB;
+    let file = FileSpec::new("/big.bin", size, 40);
+    let expected = file.sha256_hex();
+    let server = TestServer::serve(file);
+    for _attempt in 0..4 {
+        let dir = tempdir();
+        let out = dir.path().join("big.bin");
+        let run = run_against(
+            &server,
+            dir.path(),
+            &["get", &server.url("/big.bin"), "--sha256", &expected],
+        );
+        check(&run, &out, &Expect::success(&expected));
+    }
 }
 
 #[test]

@@ -134,6 +134,8 @@ fn parse_any_size(value: &str) -> Result<u64, String> {
 fn parse_seconds(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
         Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => Ok(secs),
-        _ => Err(format!("{value:?} is not a number of seconds between 0 and 86400")),
+        _ => Err(format!(
+            "{value:?} is not a number of seconds between 0 and 86400"
+        )),
     }
 }

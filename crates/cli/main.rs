@@ -35,7 +35,11 @@ struct Failure {
 
 impl Failure {
     fn new(code: u8, error: impl Into<anyhow::Error>) -> Self {
-        Self { code, error: error.into(), hint: None }
+        Self {
+            code,
+            error: error.into(),
+            hint: None,
+        }
     }
 
     fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -65,7 +69,10 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("rangefetch: error: cannot start the async runtime: {error}");
@@ -106,8 +113,10 @@ fn main() -> ExitCode {
                 eprintln!("hint: {hint}");
             }
             if json {
-                print_json(&json!({"event": "done", "ok": false, "exit_code": failure.code, "error": message,
-                                   "class": class_of(failure.code, &failure.error)}));
+                print_json(
+                    &json!({"event": "done", "ok": false, "exit_code": failure.code, "error": message,
+                                   "class": class_of(failure.code, &failure.error)}),
+                );
             }
             ExitCode::from(failure.code)
         }
@@ -118,9 +127,10 @@ fn main() -> ExitCode {
 fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
     use std::io::Write;
     match std::io::stdout().lock().write_all(bytes) {
-        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Failure::new(exit::IO, anyhow::Error::new(error).context("cannot write to stdout")))
-        }
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::new(
+            exit::IO,
+            anyhow::Error::new(error).context("cannot write to stdout"),
+        )),
         _ => Ok(()),
     }
 }
@@ -175,7 +185,11 @@ fn proxy_for(args: &GetArgs) -> Option<String> {
     if args.proxy.is_some() {
         return args.proxy.clone();
     }
-    let env = |names: &[&str]| names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()));
+    let env = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+    };
     let first = args.urls.first()?;
     let https = first.starts_with("https:");
     let proxy = if https {
@@ -186,14 +200,24 @@ fn proxy_for(args: &GetArgs) -> Option<String> {
     let host = first.split("://").nth(1)?.split(['/', '?', '#']).next()?;
     let host = host.rsplit('@').next()?;
     let host = host.trim_start_matches('[').split(']').next()?;
-    let host = host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
     if let Some(no_proxy) = env(&["NO_PROXY", "no_proxy"]) {
-        let excluded = no_proxy.split(',').map(str::trim).filter(|p| !p.is_empty()).any(|pattern| {
-            pattern == "*" || {
-                let pattern = pattern.trim_start_matches('.');
-                host == pattern || host.ends_with(&format!(".{pattern}"))
-            }
-        });
+        let excluded = no_proxy
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .any(|pattern| {
+                pattern == "*" || {
+                    let pattern = pattern.trim_start_matches('.');
+                    host == pattern || host.ends_with(&format!(".{pattern}"))
+                }
+            });
         if excluded {
             return None;
         }
@@ -224,7 +248,11 @@ async fn read_checksums(source: &str, config: &Config) -> Result<String, Failure
     }
 }
 
-async fn expected_from_sums(source: &str, file_name: &str, config: &Config) -> Result<Sha256Hex, Failure> {
+async fn expected_from_sums(
+    source: &str,
+    file_name: &str,
+    config: &Config,
+) -> Result<Sha256Hex, Failure> {
     let text = read_checksums(source, config).await?;
     let entries = parse_checksums(&text);
     find_checksum(&entries, file_name)
@@ -287,7 +315,11 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
         .on_event(move |event| sink.event(&event))
         .build()
         .map_err(|e| from_core(e, None))?;
-    if let Some(parent) = download.output().parent().filter(|p| !p.as_os_str().is_empty()) {
+    if let Some(parent) = download
+        .output()
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
         if !parent.is_dir() {
             return Err(Failure::new(
                 exit::IO,
@@ -302,10 +334,11 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
     signals.abort();
     render.finish();
     let outcome = outcome.map_err(|e| match e.kind() {
-        ErrorKind::Cancelled => Failure::new(exit::INTERRUPTED, anyhow::anyhow!("interrupted")).hint(format!(
-            "partial data is kept in {}; run the same command again to resume",
-            part.display()
-        )),
+        ErrorKind::Cancelled => Failure::new(exit::INTERRUPTED, anyhow::anyhow!("interrupted"))
+            .hint(format!(
+                "partial data is kept in {}; run the same command again to resume",
+                part.display()
+            )),
         _ => from_core(e, proxy_shown.as_deref()),
     })?;
     if args.json {
@@ -328,7 +361,10 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
             "not verified: no expected hash given"
         };
         let resumed = if outcome.resumed_bytes > 0 && !outcome.already_present {
-            format!(", {} bytes resumed from an earlier run", outcome.resumed_bytes)
+            format!(
+                ", {} bytes resumed from an earlier run",
+                outcome.resumed_bytes
+            )
         } else {
             String::new()
         };
@@ -355,8 +391,10 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
 /// since it only ever names flushed bytes.
 async fn watch_signals(cancel: CancelToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         return;
     };
     tokio::select! {
@@ -389,7 +427,12 @@ async fn verify(args: VerifyArgs) -> Result<(), Failure> {
                 .unwrap_or_default();
             expected_from_sums(sums, &name, &Config::default()).await?
         }
-        (None, None) => return Err(Failure::new(exit::USAGE, anyhow::anyhow!("give --sha256 or --sha256-sums"))),
+        (None, None) => {
+            return Err(Failure::new(
+                exit::USAGE,
+                anyhow::anyhow!("give --sha256 or --sha256-sums"),
+            ));
+        }
     };
     let digest = hash_blocking(vec![args.path.clone()])
         .await
@@ -400,7 +443,10 @@ async fn verify(args: VerifyArgs) -> Result<(), Failure> {
     if digest != expected {
         return Err(Failure::new(
             exit::CHECKSUM,
-            anyhow::anyhow!("{}: checksum mismatch: expected sha256 {expected}, got {digest}", args.path.display()),
+            anyhow::anyhow!(
+                "{}: checksum mismatch: expected sha256 {expected}, got {digest}",
+                args.path.display()
+            ),
         ));
     }
     println!("{}: OK", args.path.display());
@@ -415,7 +461,9 @@ async fn hash(args: HashArgs) -> Result<(), Failure> {
             Ok(digest) => println!("{digest}  {}", path.display()),
             Err(error) => {
                 eprintln!("rangefetch: error: cannot read {}: {error}", path.display());
-                first_error.get_or_insert_with(|| anyhow::anyhow!("cannot read {}: {error}", path.display()));
+                first_error.get_or_insert_with(|| {
+                    anyhow::anyhow!("cannot read {}: {error}", path.display())
+                });
             }
         }
     }

@@ -17,14 +17,22 @@ pub enum Render {
     Quiet,
     /// A progress bar on stderr.
     Bar(ProgressBar),
-    /// JSON lines on stdout, progress at most a few times a second.
-    Json(Mutex<Instant>),
+    /// JSON lines on stdout, progress at most a few times a second; every
+    /// line carries `t_s`, seconds since the start.
+    Json {
+        started: Instant,
+        last_progress: Mutex<Instant>,
+    },
 }
 
 impl Render {
     pub fn new(json: bool, quiet: bool) -> Self {
         if json {
-            return Render::Json(Mutex::new(Instant::now() - Duration::from_secs(1)));
+            let now = Instant::now();
+            return Render::Json {
+                started: now,
+                last_progress: Mutex::new(now.checked_sub(Duration::from_secs(1)).unwrap_or(now)),
+            };
         }
         if quiet {
             return Render::Quiet;
@@ -53,18 +61,29 @@ impl Render {
                 }
             }
             Render::Bar(bar) => match event {
-                Event::Started { total, resumed_bytes, .. } => {
+                Event::Started {
+                    total,
+                    resumed_bytes,
+                    ..
+                } => {
                     if let Some(total) = total {
                         bar.set_length(*total);
                     }
                     bar.set_position(*resumed_bytes);
                 }
-                Event::Progress { bytes, connections, retries, .. } => {
+                Event::Progress {
+                    bytes,
+                    connections,
+                    retries,
+                    ..
+                } => {
                     bar.set_position(*bytes);
                     bar.set_message(format!("{connections} conn, {retries} retries"));
                 }
                 Event::Retry { message, .. } => bar.println(format!("retrying: {message}")),
-                Event::Notice { .. } | Event::MirrorDropped { .. } | Event::RemoteChanged { .. } => {
+                Event::Notice { .. }
+                | Event::MirrorDropped { .. }
+                | Event::RemoteChanged { .. } => {
                     if let Some(line) = warning(event) {
                         bar.println(line);
                     }
@@ -75,10 +94,21 @@ impl Render {
                 }
                 _ => {}
             },
-            Render::Json(last) => {
-                let line = match event {
-                    Event::Progress { bytes, total, rate_bps, connections, retries } => {
-                        let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Render::Json {
+                started,
+                last_progress: last,
+            } => {
+                let mut line = match event {
+                    Event::Progress {
+                        bytes,
+                        total,
+                        rate_bps,
+                        connections,
+                        retries,
+                    } => {
+                        let mut last = last
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
                         if last.elapsed() < Duration::from_millis(200) {
                             return;
                         }
@@ -86,19 +116,37 @@ impl Render {
                         json!({"event": "progress", "bytes": bytes, "total": total, "rate_bps": rate_bps,
                                "connections": connections, "retries": retries})
                     }
-                    Event::Started { url, total, ranges, resumed_bytes } => {
+                    Event::Started {
+                        url,
+                        total,
+                        ranges,
+                        resumed_bytes,
+                    } => {
                         json!({"event": "started", "url": url, "total": total, "ranges": ranges,
                                "resumed_bytes": resumed_bytes})
                     }
-                    Event::Retry { range, attempt, class, message, delay } => json!({
+                    Event::Retry {
+                        range,
+                        attempt,
+                        class,
+                        message,
+                        delay,
+                    } => json!({
                         "event": "retry", "start": range.start, "end": range.end, "attempt": attempt,
                         "class": class, "error": message, "delay_s": delay.as_secs_f64()}),
                     Event::Downloaded { bytes } => json!({"event": "downloaded", "bytes": bytes}),
                     Event::Notice { message } => json!({"event": "notice", "message": message}),
-                    Event::RemoteChanged { reason } => json!({"event": "remote-changed", "reason": reason}),
-                    Event::MirrorDropped { url, reason } => json!({"event": "mirror-dropped", "url": url, "reason": reason}),
+                    Event::RemoteChanged { reason } => {
+                        json!({"event": "remote-changed", "reason": reason})
+                    }
+                    Event::MirrorDropped { url, reason } => {
+                        json!({"event": "mirror-dropped", "url": url, "reason": reason})
+                    }
                     _ => return,
                 };
+                if let Some(object) = line.as_object_mut() {
+                    object.insert("t_s".into(), json!(started.elapsed().as_secs_f64()));
+                }
                 print_json(&line);
             }
         }
@@ -115,10 +163,10 @@ impl Render {
 fn warning(event: &Event) -> Option<String> {
     match event {
         Event::Notice { message } => Some(format!("rangefetch: {message}")),
-        Event::MirrorDropped { url, reason } => Some(format!("rangefetch: warning: dropping mirror {url}: {reason}")),
-        Event::RemoteChanged { reason } => {
-            Some(format!("rangefetch: warning: {reason}"))
-        }
+        Event::MirrorDropped { url, reason } => Some(format!(
+            "rangefetch: warning: dropping mirror {url}: {reason}"
+        )),
+        Event::RemoteChanged { reason } => Some(format!("rangefetch: warning: {reason}")),
         _ => None,
     }
 }

@@ -76,12 +76,19 @@ pub fn check_size(data: &[u8]) {
     let parsed = parse_size(&text);
     let trimmed = text.trim();
     if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
-        assert_eq!(parsed.clone().ok(), trimmed.parse::<u64>().ok(), "{trimmed:?}");
+        assert_eq!(
+            parsed.clone().ok(),
+            trimmed.parse::<u64>().ok(),
+            "{trimmed:?}"
+        );
     }
     if let Ok(bytes) = parsed {
         let formatted = format_size(bytes);
         let back = parse_size(&formatted);
-        assert!(back.as_ref().is_ok_and(|&back| back <= bytes), "{formatted:?} -> {back:?}");
+        assert!(
+            back.as_ref().is_ok_and(|&back| back <= bytes),
+            "{formatted:?} -> {back:?}"
+        );
     }
 }
 
@@ -125,7 +132,9 @@ fn assert_safe_name(name: &str) {
     assert!(!name.is_empty() && name != "." && name != "..", "{name:?}");
     assert!(!name.starts_with('.'), "{name:?} is hidden");
     assert!(
-        !name.chars().any(|c| c == '/' || c == '\\' || c.is_control()),
+        !name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control()),
         "{name:?} has a separator or control character"
     );
     assert!(name.len() <= 255, "{name:?} is too long");

@@ -13,15 +13,15 @@ use tracing::{debug, warn};
 use crate::cache::Cache;
 use crate::cancel::CancelToken;
 use crate::checksums::Sha256Hex;
-use crate::journal::Journal;
-use crate::size::format_size;
 use crate::error::{Error, ErrorKind, Result, redact_url};
 use crate::event::{Event, EventSink};
 use crate::fetch::{Counters, FetchPolicy, Fetcher, Source};
+use crate::journal::Journal;
 use crate::plan::{Scheduler, TakeOver};
 use crate::probe::{FirstBody, Remote, probe};
 use crate::range::RangeSet;
 use crate::retry::{Jitter, backoff_delay, next_delay};
+use crate::size::format_size;
 use crate::store::{PartFile, WriteMode, free_space, parent_dir, sync_dir, write_atomic};
 use crate::verify::{HashFollower, HashProgress, hash_file};
 
@@ -223,9 +223,13 @@ impl DownloadBuilder {
         }
         let mut urls = Vec::new();
         for raw in &self.urls {
-            let url = Url::parse(raw).map_err(|e| invalid(format!("invalid URL {raw:?}")).with_source(e))?;
+            let url = Url::parse(raw)
+                .map_err(|e| invalid(format!("invalid URL {raw:?}")).with_source(e))?;
             if !matches!(url.scheme(), "http" | "https") {
-                return Err(invalid(format!("unsupported URL scheme {:?}: use http or https", url.scheme())));
+                return Err(invalid(format!(
+                    "unsupported URL scheme {:?}: use http or https",
+                    url.scheme()
+                )));
             }
             urls.push(url);
         }
@@ -233,8 +237,13 @@ impl DownloadBuilder {
             Some(path) => path,
             None => {
                 let first = urls.first().ok_or_else(|| invalid("no URL given".into()))?;
-                let name = crate::name::file_name_from_url(first.as_str())
-                    .map_err(|e| invalid(format!("cannot name the output after {}", redact_url(first))).with_source(e))?;
+                let name = crate::name::file_name_from_url(first.as_str()).map_err(|e| {
+                    invalid(format!(
+                        "cannot name the output after {}",
+                        redact_url(first)
+                    ))
+                    .with_source(e)
+                })?;
                 PathBuf::from(name)
             }
         };
@@ -259,7 +268,10 @@ pub fn state_path(output: &Path) -> PathBuf {
 }
 
 fn cancelled() -> Error {
-    Error::new(ErrorKind::Cancelled, "cancelled; partial data kept for resume")
+    Error::new(
+        ErrorKind::Cancelled,
+        "cancelled; partial data kept for resume",
+    )
 }
 
 /// Flushes the part file, then records what it durably holds. The order is
@@ -311,23 +323,26 @@ impl Download {
             .redirect(redirect_policy())
             .user_agent(concat!("rangefetch/", env!("CARGO_PKG_VERSION")));
         builder = match &self.config.proxy {
-            Some(proxy) => builder.proxy(
-                reqwest::Proxy::all(proxy)
-                    .map_err(|e| Error::new(ErrorKind::InvalidInput, "invalid proxy URL").with_source(e))?,
-            ),
+            Some(proxy) => builder.proxy(reqwest::Proxy::all(proxy).map_err(|e| {
+                Error::new(ErrorKind::InvalidInput, "invalid proxy URL").with_source(e)
+            })?),
             None => builder.no_proxy(),
         };
         for pem in &self.config.ca_certs_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| Error::new(ErrorKind::InvalidInput, "invalid CA certificate PEM").with_source(e))?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                Error::new(ErrorKind::InvalidInput, "invalid CA certificate PEM").with_source(e)
+            })?;
             if certs.is_empty() {
-                return Err(Error::new(ErrorKind::InvalidInput, "no certificate in the CA PEM file"));
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    "no certificate in the CA PEM file",
+                ));
             }
             builder = builder.tls_certs_merge(certs);
         }
-        builder
-            .build()
-            .map_err(|e| Error::new(ErrorKind::InvalidInput, "cannot set up the HTTP client").with_source(e))
+        builder.build().map_err(|e| {
+            Error::new(ErrorKind::InvalidInput, "cannot set up the HTTP client").with_source(e)
+        })
     }
 
     /// Runs the download to completion.
@@ -348,10 +363,12 @@ impl Download {
                 };
                 match lock {
                     Ok(Ok(lock)) => _cache_lock = Some(lock),
-                    Ok(Err(error)) => warn!(%error, "cannot lock the cache entry; going on without the lock"),
+                    Ok(Err(error)) => {
+                        warn!(%error, "cannot lock the cache entry; going on without the lock")
+                    }
                     Err(error) => warn!(%error, "cache lock task failed"),
                 }
-                if let Some(outcome) = self.from_cache(cache, expected, started, None).await {
+                if let Some(outcome) = self.serve_from_cache(cache, expected, started, None).await {
                     return Ok(outcome);
                 }
             }
@@ -371,9 +388,15 @@ impl Download {
                 }
             }
             (Err(error), Some(cache), Some(expected))
-                if matches!(error.kind(), ErrorKind::Network | ErrorKind::HttpStatus(_) | ErrorKind::Protocol) =>
+                if matches!(
+                    error.kind(),
+                    ErrorKind::Network | ErrorKind::HttpStatus(_) | ErrorKind::Protocol
+                ) =>
             {
-                if let Some(outcome) = self.from_cache(cache, expected, started, Some(error)).await {
+                if let Some(outcome) = self
+                    .serve_from_cache(cache, expected, started, Some(error))
+                    .await
+                {
                     return Ok(outcome);
                 }
             }
@@ -383,7 +406,7 @@ impl Download {
     }
 
     /// Places a verified cached copy at the output, if the cache has one.
-    async fn from_cache(
+    async fn serve_from_cache(
         &self,
         cache: &Cache,
         expected: Sha256Hex,
@@ -404,7 +427,9 @@ impl Download {
             }
             Err(_) => return None,
         };
-        let bytes = std::fs::metadata(&self.output).map(|m| m.len()).unwrap_or(0);
+        let bytes = std::fs::metadata(&self.output)
+            .map(|m| m.len())
+            .unwrap_or(0);
         let why = match network_error {
             Some(error) => format!("the download failed ({error}); "),
             None => String::new(),
@@ -433,13 +458,21 @@ impl Download {
         let mut restarts = 0;
         let mut fresh = false;
         loop {
-            match self.attempt(&client, &part_path, &state_path, started, fresh).await {
-                Err(error) if error.kind() == ErrorKind::RemoteChanged && restarts < self.config.max_restarts => {
+            match self
+                .attempt(&client, &part_path, &state_path, started, fresh)
+                .await
+            {
+                Err(error)
+                    if error.kind() == ErrorKind::RemoteChanged
+                        && restarts < self.config.max_restarts =>
+                {
                     restarts += 1;
                     fresh = true;
                     warn!(%error, "remote changed; discarding partial data and starting over");
                     self.emit(Event::RemoteChanged {
-                        reason: format!("the remote file changed during the download ({error}); starting over"),
+                        reason: format!(
+                            "the remote file changed during the download ({error}); starting over"
+                        ),
                     });
                     // Truncate so no byte of the old version can survive.
                     let _ = std::fs::remove_file(&state_path);
@@ -452,7 +485,11 @@ impl Download {
         }
     }
 
-    async fn already_present(&self, expected: Sha256Hex, started: Instant) -> Result<Option<Outcome>> {
+    async fn already_present(
+        &self,
+        expected: Sha256Hex,
+        started: Instant,
+    ) -> Result<Option<Outcome>> {
         let path = self.output.clone();
         let Ok(meta) = std::fs::metadata(&path) else {
             return Ok(None);
@@ -485,11 +522,23 @@ impl Download {
         let mut jitter = Jitter::new(seed());
         let mut failures = 0;
         loop {
-            match probe(client, url, self.config.chunk_size, self.config.stall_timeout.max(self.config.connect_timeout)).await {
+            match probe(
+                client,
+                url,
+                self.config.chunk_size,
+                self.config.stall_timeout.max(self.config.connect_timeout),
+            )
+            .await
+            {
                 Ok(found) => return Ok(found),
                 Err(error) if error.is_retryable() && failures < self.config.retries => {
                     failures += 1;
-                    let backoff = backoff_delay(failures, Duration::from_millis(250), Duration::from_secs(10), jitter.next_unit());
+                    let backoff = backoff_delay(
+                        failures,
+                        Duration::from_millis(250),
+                        Duration::from_secs(10),
+                        jitter.next_unit(),
+                    );
                     let delay = next_delay(backoff, error.retry_after(), Duration::from_secs(60));
                     self.emit(Event::Retry {
                         range: crate::range::ByteRange::new(0, self.config.chunk_size),
@@ -507,7 +556,13 @@ impl Download {
 
     /// Reads the resume journal and decides whether it may be trusted for
     /// this remote; says why not when it may not.
-    fn load_resume(&self, state_path: &Path, part_path: &Path, remote: &Remote, url: &Url) -> Option<Journal> {
+    fn load_resume(
+        &self,
+        state_path: &Path,
+        part_path: &Path,
+        remote: &Remote,
+        url: &Url,
+    ) -> Option<Journal> {
         let bytes = match std::fs::read(state_path) {
             Ok(bytes) => bytes,
             Err(_) => return None,
@@ -534,10 +589,15 @@ impl Download {
             ));
         }
         let same_total = remote.total == Some(journal.total);
-        let same_validator = remote.validator.etag == journal.etag && remote.validator.last_modified == journal.last_modified;
+        let same_validator = remote.validator.etag == journal.etag
+            && remote.validator.last_modified == journal.last_modified;
         if !same_total || !same_validator {
             let what = if !same_total {
-                format!("size {} → {}", journal.total, remote.total.map_or("unknown".into(), |t| t.to_string()))
+                format!(
+                    "size {} → {}",
+                    journal.total,
+                    remote.total.map_or("unknown".into(), |t| t.to_string())
+                )
             } else {
                 "its ETag or Last-Modified differ".to_owned()
             };
@@ -570,13 +630,20 @@ impl Download {
         started: Instant,
         fresh: bool,
     ) -> Result<Outcome> {
-        let url = self.urls.first().ok_or_else(|| Error::new(ErrorKind::InvalidInput, "no URL given"))?;
+        let url = self
+            .urls
+            .first()
+            .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "no URL given"))?;
         let (remote, first) = tokio::select! {
             probed = self.probe_with_retries(client, url) => probed?,
             () = self.cancel.cancelled() => return Err(cancelled()),
         };
         debug!(url = %redact_url(&remote.url), total = ?remote.total, ranges = remote.ranges, "probed");
-        let resume = if fresh { None } else { self.load_resume(state_path, part_path, &remote, url) };
+        let resume = if fresh {
+            None
+        } else {
+            self.load_resume(state_path, part_path, &remote, url)
+        };
         let resumed_bytes = resume.as_ref().map_or(0, |j| j.done.covered());
         self.emit(Event::Started {
             url: redact_url(&remote.url),
@@ -585,7 +652,8 @@ impl Download {
             resumed_bytes,
         });
         let io_err = |what: &str, e| Error::io(format!("cannot {what} {}", part_path.display()), e);
-        let part = PartFile::open(part_path, self.config.write_mode).map_err(|e| io_err("create", e))?;
+        let part =
+            PartFile::open(part_path, self.config.write_mode).map_err(|e| io_err("create", e))?;
         if resume.is_none() {
             let _ = std::fs::remove_file(state_path);
             part.set_len(0).map_err(|e| io_err("truncate", e))?;
@@ -629,8 +697,17 @@ impl Download {
             hashed: 0,
             hash_state: Vec::new(),
         };
-        let scheduler = Scheduler::new(remote.total.unwrap_or(0), self.config.chunk_size, self.config.min_piece, &done);
-        let mut sources = vec![Source::new(url.clone(), remote.url.clone(), remote.validator.clone())];
+        let scheduler = Scheduler::new(
+            remote.total.unwrap_or(0),
+            self.config.chunk_size,
+            self.config.min_piece,
+            &done,
+        );
+        let mut sources = vec![Source::new(
+            url.clone(),
+            remote.url.clone(),
+            remote.validator.clone(),
+        )];
         if ranged {
             sources.extend(self.probe_mirrors(client, remote.total).await);
         }
@@ -657,7 +734,10 @@ impl Download {
                     let fetcher = Arc::clone(&fetcher);
                     let template = template.clone();
                     let state_path = state_path.clone();
-                    let saved = tokio::task::spawn_blocking(move || checkpoint(&fetcher, &template, &state_path)).await;
+                    let saved = tokio::task::spawn_blocking(move || {
+                        checkpoint(&fetcher, &template, &state_path)
+                    })
+                    .await;
                     if let Ok(Err(error)) = saved {
                         warn!(%error, "cannot record progress for resume");
                     }
@@ -686,12 +766,18 @@ impl Download {
         if let Some(checkpointer) = checkpointer {
             checkpointer.abort();
             let _ = checkpointer.await;
-            if result.as_ref().is_err_and(|e| e.kind() != ErrorKind::RemoteChanged) {
+            if result
+                .as_ref()
+                .is_err_and(|e| e.kind() != ErrorKind::RemoteChanged)
+            {
                 // Record what is durably on disk so a re-run resumes from here.
                 let fetcher = Arc::clone(&fetcher);
                 let template = template.clone();
                 let state_path = state_path.to_owned();
-                let _ = tokio::task::spawn_blocking(move || checkpoint(&fetcher, &template, &state_path)).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    checkpoint(&fetcher, &template, &state_path)
+                })
+                .await;
             }
         }
         let written = result?;
@@ -707,18 +793,18 @@ impl Download {
                 format!("internal: hashed {hashed} of {written} bytes"),
             ));
         }
-        if let Some(expected) = self.sha256 {
-            if digest != expected {
-                // These bytes are not the file asked for; keeping them would
-                // only make a re-run fail the same way.
-                let _ = std::fs::remove_file(part_path);
-                let _ = std::fs::remove_file(state_path);
-                return Err(Error::new(
-                    ErrorKind::ChecksumMismatch,
-                    format!("checksum mismatch: expected sha256 {expected}, got {digest}"),
-                )
-                .with_url(url));
-            }
+        if let Some(expected) = self.sha256
+            && digest != expected
+        {
+            // These bytes are not the file asked for; keeping them would
+            // only make a re-run fail the same way.
+            let _ = std::fs::remove_file(part_path);
+            let _ = std::fs::remove_file(state_path);
+            return Err(Error::new(
+                ErrorKind::ChecksumMismatch,
+                format!("checksum mismatch: expected sha256 {expected}, got {digest}"),
+            )
+            .with_url(url));
         }
         self.commit(&fetcher.part, part_path)?;
         let _ = std::fs::remove_file(state_path);
@@ -745,7 +831,13 @@ impl Download {
             let client = client.clone();
             let mirror = mirror.clone();
             let timeout = self.config.stall_timeout.max(self.config.connect_timeout);
-            probes.spawn(async move { (idx, mirror.clone(), probe(&client, &mirror, 1, timeout).await) });
+            probes.spawn(async move {
+                (
+                    idx,
+                    mirror.clone(),
+                    probe(&client, &mirror, 1, timeout).await,
+                )
+            });
         }
         let mut found = Vec::new();
         while let Some(Ok((idx, mirror, result))) = probes.join_next().await {
@@ -776,22 +868,29 @@ impl Download {
         let dir = parent_dir(part.path());
         let allocated = part.allocated().unwrap_or(0);
         let needed = total.saturating_sub(allocated);
-        if let Ok(free) = free_space(dir) {
-            if needed > free {
-                return Err(Error::new(
-                    ErrorKind::Io,
-                    format!(
-                        "not enough disk space in {}: needs {}, {} free",
-                        dir.display(),
-                        format_size(needed),
-                        format_size(free)
-                    ),
-                ));
-            }
+        if let Ok(free) = free_space(dir)
+            && needed > free
+        {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "not enough disk space in {}: needs {}, {} free",
+                    dir.display(),
+                    format_size(needed),
+                    format_size(free)
+                ),
+            ));
         }
         part.preallocate(total).map_err(|e| {
             if e.raw_os_error() == Some(libc::ENOSPC) {
-                Error::io(format!("not enough disk space in {}: needs {}", dir.display(), format_size(needed)), e)
+                Error::io(
+                    format!(
+                        "not enough disk space in {}: needs {}",
+                        dir.display(),
+                        format_size(needed)
+                    ),
+                    e,
+                )
             } else {
                 Error::io(format!("cannot allocate {}", part.path().display()), e)
             }
@@ -813,7 +912,10 @@ impl Download {
                 match plan.next_assignment() {
                     Some(a) if a.range.start == 0 && got.end <= a.range.end => Some((a, response)),
                     _ => {
-                        return Err(Error::new(ErrorKind::Protocol, "internal: first chunk does not match the probe"));
+                        return Err(Error::new(
+                            ErrorKind::Protocol,
+                            "internal: first chunk does not match the probe",
+                        ));
                     }
                 }
             }
@@ -864,13 +966,20 @@ impl Download {
         if !plan.is_complete() {
             return Err(Error::new(
                 ErrorKind::Protocol,
-                format!("internal: connections ended with {} of {total} bytes written", plan.written().covered()),
+                format!(
+                    "internal: connections ended with {} of {total} bytes written",
+                    plan.written().covered()
+                ),
             ));
         }
         Ok(total)
     }
 
-    fn spawn_ticker(&self, counters: Arc<Counters>, total: Option<u64>) -> tokio::task::JoinHandle<()> {
+    fn spawn_ticker(
+        &self,
+        counters: Arc<Counters>,
+        total: Option<u64>,
+    ) -> tokio::task::JoinHandle<()> {
         let events = self.events.clone();
         tokio::spawn(async move {
             let Some(events) = events else { return };
@@ -886,7 +995,11 @@ impl Download {
                 let dt = now.duration_since(last_at).as_secs_f64();
                 if dt > 0.0 {
                     let instant_rate = (bytes - last_bytes) as f64 / dt;
-                    rate = if rate == 0.0 { instant_rate } else { 0.7 * rate + 0.3 * instant_rate };
+                    rate = if rate == 0.0 {
+                        instant_rate
+                    } else {
+                        0.7 * rate + 0.3 * instant_rate
+                    };
                 }
                 last_bytes = bytes;
                 last_at = now;
@@ -906,13 +1019,22 @@ impl Download {
     fn commit(&self, part: &PartFile, part_path: &Path) -> Result<()> {
         part.sync_all()
             .map_err(|e| Error::io(format!("cannot flush {}", part_path.display()), e))?;
-        std::fs::rename(part_path, &self.output)
-            .map_err(|e| Error::io(format!("cannot rename {} to {}", part_path.display(), self.output.display()), e))?;
+        std::fs::rename(part_path, &self.output).map_err(|e| {
+            Error::io(
+                format!(
+                    "cannot rename {} to {}",
+                    part_path.display(),
+                    self.output.display()
+                ),
+                e,
+            )
+        })?;
         let dir = match self.output.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
             _ => PathBuf::from("."),
         };
-        sync_dir(&dir).map_err(|e| Error::io(format!("cannot sync directory {}", dir.display()), e))?;
+        sync_dir(&dir)
+            .map_err(|e| Error::io(format!("cannot sync directory {}", dir.display()), e))?;
         Ok(())
     }
 }
@@ -960,11 +1082,11 @@ impl Growth {
         }
         let rate = bytes.saturating_sub(start_bytes) as f64 / elapsed.as_secs_f64();
         self.window_start = Some((now, bytes));
-        if let Some(before) = self.rate_before_growth {
-            if rate < before * Self::GAIN {
-                self.settled = true;
-                return 0;
-            }
+        if let Some(before) = self.rate_before_growth
+            && rate < before * Self::GAIN
+        {
+            self.settled = true;
+            return 0;
         }
         self.rate_before_growth = Some(rate);
         let add = self.connections.min(self.ceiling - self.connections);
@@ -977,7 +1099,10 @@ impl Growth {
 /// Follows up to 10 redirects and refuses a downgrade from HTTPS to HTTP.
 fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
-        let downgrade = attempt.previous().last().is_some_and(|prev| prev.scheme() == "https")
+        let downgrade = attempt
+            .previous()
+            .last()
+            .is_some_and(|prev| prev.scheme() == "https")
             && attempt.url().scheme() == "http";
         if downgrade {
             attempt.error("refusing a redirect from https to http")
@@ -1003,8 +1128,16 @@ pub async fn fetch_text(url: &str, config: &Config, limit: usize) -> Result<Stri
         .config(config.clone())
         .build()?;
     let client = download.client()?;
-    let url = download.urls.first().ok_or_else(|| Error::new(ErrorKind::InvalidInput, "no URL given"))?;
-    let mut response = match tokio::time::timeout(config.stall_timeout.max(config.connect_timeout), client.get(url.clone()).send()).await {
+    let url = download
+        .urls
+        .first()
+        .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "no URL given"))?;
+    let mut response = match tokio::time::timeout(
+        config.stall_timeout.max(config.connect_timeout),
+        client.get(url.clone()).send(),
+    )
+    .await
+    {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => return Err(crate::probe::network_error(error, url)),
         Err(_) => return Err(Error::new(ErrorKind::Network, "no response in time").with_url(url)),
@@ -1019,7 +1152,11 @@ pub async fn fetch_text(url: &str, config: &Config, limit: usize) -> Result<Stri
         .map_err(|e| crate::probe::network_error(e, url))?
     {
         if body.len() + chunk.len() > limit {
-            return Err(Error::new(ErrorKind::InvalidInput, format!("larger than {limit} bytes")).with_url(url));
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("larger than {limit} bytes"),
+            )
+            .with_url(url));
         }
         body.extend_from_slice(&chunk);
     }

@@ -77,7 +77,11 @@ pub(crate) struct Source {
 
 impl Source {
     pub(crate) fn new(original: Url, url: Url, validator: Validator) -> Self {
-        let mode = if validator.etag.is_some() { IF_RANGE_ETAG } else { IF_RANGE_DATE };
+        let mode = if validator.etag.is_some() {
+            IF_RANGE_ETAG
+        } else {
+            IF_RANGE_DATE
+        };
         Self {
             original,
             url: RwLock::new(url),
@@ -93,7 +97,10 @@ impl Source {
     }
 
     pub(crate) fn url(&self) -> Url {
-        self.url.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.url
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn if_range(&self) -> Option<&str> {
@@ -135,7 +142,9 @@ impl<'a> Active<'a> {
     fn new(global: &'a AtomicUsize, source: &'a AtomicUsize) -> Self {
         global.fetch_add(1, Ordering::Relaxed);
         source.fetch_add(1, Ordering::Relaxed);
-        Self { counters: [global, source] }
+        Self {
+            counters: [global, source],
+        }
     }
 }
 
@@ -158,7 +167,10 @@ impl Fetcher {
     pub(crate) fn plan(&self) -> MutexGuard<'_, Scheduler> {
         // A panic while holding the lock is a bug elsewhere; the plan itself
         // is only ever mutated through short, non-panicking methods.
-        let mut plan = self.scheduler.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut plan = self
+            .scheduler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         plan.set_now(self.started.elapsed());
         plan
     }
@@ -178,11 +190,19 @@ impl Fetcher {
             debug!(range = %assignment.range, "took over the range of a connection far slower than its peers");
             return Next::Work(assignment);
         }
-        if plan.has_work() { Next::Wait } else { Next::Done }
+        if plan.has_work() {
+            Next::Wait
+        } else {
+            Next::Done
+        }
     }
 
     /// One connection: takes tasks until the plan has nothing left.
-    pub(crate) async fn worker(self: Arc<Self>, mut first: Option<(Assignment, Response)>, seed: u64) -> Result<()> {
+    pub(crate) async fn worker(
+        self: Arc<Self>,
+        mut first: Option<(Assignment, Response)>,
+        seed: u64,
+    ) -> Result<()> {
         let mut jitter = Jitter::new(seed);
         loop {
             let (assignment, response) = match first.take() {
@@ -234,9 +254,16 @@ impl Fetcher {
     /// Bytes per second of a typical busy connection, over all sources.
     fn peer_rate(&self) -> f64 {
         let (bytes, nanos) = self.sources.iter().fold((0u64, 0u64), |(b, n), s| {
-            (b + s.bytes.load(Ordering::Relaxed), n + s.busy_nanos.load(Ordering::Relaxed))
+            (
+                b + s.bytes.load(Ordering::Relaxed),
+                n + s.busy_nanos.load(Ordering::Relaxed),
+            )
         });
-        if nanos == 0 { 0.0 } else { bytes as f64 / (nanos as f64 / 1e9) }
+        if nanos == 0 {
+            0.0
+        } else {
+            bytes as f64 / (nanos as f64 / 1e9)
+        }
     }
 
     /// Whether more than one source is still alive.
@@ -260,7 +287,12 @@ impl Fetcher {
     }
 
     /// Fetches one task's bytes, retrying from where each attempt stopped.
-    async fn run_task(&self, id: TaskId, mut response: Option<Response>, jitter: &mut Jitter) -> Result<()> {
+    async fn run_task(
+        &self,
+        id: TaskId,
+        mut response: Option<Response>,
+        jitter: &mut Jitter,
+    ) -> Result<()> {
         let mut failures = 0u32;
         loop {
             let want = self.plan().remaining(id);
@@ -274,7 +306,9 @@ impl Fetcher {
                 None => {
                     let Some(idx) = self.pick_source(jitter) else {
                         self.plan().release(id);
-                        return Err(Error::new(ErrorKind::Network, "every source failed").with_range(want));
+                        return Err(
+                            Error::new(ErrorKind::Network, "every source failed").with_range(want)
+                        );
                     };
                     (idx, self.fetch_range(id, idx, want).await)
                 }
@@ -300,7 +334,10 @@ impl Fetcher {
             let source_failures = source.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
             let source_fault = matches!(
                 error.kind(),
-                ErrorKind::Network | ErrorKind::HttpStatus(_) | ErrorKind::Protocol | ErrorKind::RemoteChanged
+                ErrorKind::Network
+                    | ErrorKind::HttpStatus(_)
+                    | ErrorKind::Protocol
+                    | ErrorKind::RemoteChanged
             );
             if source_fault
                 && self.has_other_sources(source_idx)
@@ -315,11 +352,19 @@ impl Fetcher {
             }
             failures += 1;
             let total_retries = self.counters.retries.load(Ordering::Relaxed);
-            if !error.is_retryable() || failures > self.policy.retries || total_retries >= self.policy.download_retries {
+            if !error.is_retryable()
+                || failures > self.policy.retries
+                || total_retries >= self.policy.download_retries
+            {
                 self.plan().release(id);
                 return Err(error.with_range(still_wanted).with_attempts(failures));
             }
-            let backoff = backoff_delay(failures, self.policy.backoff_base, self.policy.backoff_cap, jitter.next_unit());
+            let backoff = backoff_delay(
+                failures,
+                self.policy.backoff_base,
+                self.policy.backoff_cap,
+                jitter.next_unit(),
+            );
             let delay = next_delay(backoff, error.retry_after(), self.policy.max_wait);
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
             debug!(range = %still_wanted, attempt = failures, error = %error, ?delay, "retrying");
@@ -339,13 +384,21 @@ impl Fetcher {
     /// if it serves the same file. Returns whether the source was renewed.
     async fn re_resolve(&self, idx: usize) -> bool {
         let source = &self.sources[idx];
-        if source.original == source.url() || source.re_resolves.fetch_add(1, Ordering::Relaxed) >= 3 {
+        if source.original == source.url()
+            || source.re_resolves.fetch_add(1, Ordering::Relaxed) >= 3
+        {
             return false;
         }
         match probe(&self.client, &source.original, 1, self.policy.stall_timeout).await {
-            Ok((remote, _)) if remote.total == self.total && !source.validator.contradicts(&remote.validator) => {
+            Ok((remote, _))
+                if remote.total == self.total
+                    && !source.validator.contradicts(&remote.validator) =>
+            {
                 debug!(url = %redact_url(&remote.url), "re-resolved an expired redirect target");
-                *source.url.write().unwrap_or_else(std::sync::PoisonError::into_inner) = remote.url;
+                *source
+                    .url
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = remote.url;
                 true
             }
             _ => false,
@@ -374,7 +427,10 @@ impl Fetcher {
             Err(_) => {
                 return Err(Error::new(
                     ErrorKind::Network,
-                    format!("no response within {} s", self.policy.stall_timeout.as_secs()),
+                    format!(
+                        "no response within {} s",
+                        self.policy.stall_timeout.as_secs()
+                    ),
                 )
                 .with_url(&url));
             }
@@ -385,7 +441,13 @@ impl Fetcher {
 
     /// Validates a ranged response against the request and the probe;
     /// returns the range its body carries.
-    fn check_response(&self, idx: usize, url: &Url, response: &Response, want: ByteRange) -> Result<ByteRange> {
+    fn check_response(
+        &self,
+        idx: usize,
+        url: &Url,
+        response: &Response,
+        want: ByteRange,
+    ) -> Result<ByteRange> {
         let source = &self.sources[idx];
         let headers = response.headers();
         let validator = Validator::from_headers(headers);
@@ -403,7 +465,8 @@ impl Fetcher {
                 if same_version && mode != IF_RANGE_NONE {
                     // A 200 carrying the very validator we sent: the server
                     // mishandles this If-Range form, not a changed file.
-                    let next = if mode == IF_RANGE_ETAG && source.validator.last_modified.is_some() {
+                    let next = if mode == IF_RANGE_ETAG && source.validator.last_modified.is_some()
+                    {
                         IF_RANGE_DATE
                     } else {
                         IF_RANGE_NONE
@@ -433,8 +496,11 @@ impl Fetcher {
         let value = header_str(headers, header::CONTENT_RANGE).ok_or_else(|| {
             Error::new(ErrorKind::Protocol, "206 response without Content-Range").with_url(url)
         })?;
-        let content_range = parse_content_range(value)
-            .map_err(|e| Error::new(ErrorKind::Protocol, "bad Content-Range").with_url(url).with_source(e))?;
+        let content_range = parse_content_range(value).map_err(|e| {
+            Error::new(ErrorKind::Protocol, "bad Content-Range")
+                .with_url(url)
+                .with_source(e)
+        })?;
         if content_range.total.is_some() && content_range.total != self.total {
             return Err(changed(format!(
                 "size changed from {} to {} bytes",
@@ -443,7 +509,9 @@ impl Fetcher {
             )));
         }
         match content_range.range {
-            Some(got) if got.start == want.start && got.end <= want.end && !got.is_empty() => Ok(got),
+            Some(got) if got.start == want.start && got.end <= want.end && !got.is_empty() => {
+                Ok(got)
+            }
             _ => Err(Error::new(
                 ErrorKind::Protocol,
                 format!("asked for bytes {want}, server answered Content-Range {value:?}"),
@@ -455,28 +523,43 @@ impl Fetcher {
     /// Streams a body carrying `expected` into the part file. Returns `Ok`
     /// when the body is complete or the task has nothing left to claim
     /// (its remainder was stolen); a short body is a transient error.
-    async fn stream_body(&self, id: TaskId, idx: usize, expected: ByteRange, mut response: Response) -> Result<()> {
+    async fn stream_body(
+        &self,
+        id: TaskId,
+        idx: usize,
+        expected: ByteRange,
+        mut response: Response,
+    ) -> Result<()> {
         let source = &self.sources[idx];
         let _active = Active::new(&self.counters.active, &source.active);
         let url = source.url();
         let mut offset = expected.start;
         let mut last = Instant::now();
         while offset < expected.end {
-            let chunk = match tokio::time::timeout(self.policy.stall_timeout, response.chunk()).await {
-                Ok(Ok(Some(chunk))) => chunk,
-                Ok(Ok(None)) => break,
-                Ok(Err(error)) => return Err(network_error(error, &url)),
-                Err(_) => {
-                    return Err(Error::new(
-                        ErrorKind::Network,
-                        format!("stalled: no data for {} s", self.policy.stall_timeout.as_secs()),
-                    )
-                    .with_url(&url));
-                }
-            };
+            let chunk =
+                match tokio::time::timeout(self.policy.stall_timeout, response.chunk()).await {
+                    Ok(Ok(Some(chunk))) => chunk,
+                    Ok(Ok(None)) => break,
+                    Ok(Err(error)) => return Err(network_error(error, &url)),
+                    Err(_) => {
+                        return Err(Error::new(
+                            ErrorKind::Network,
+                            format!(
+                                "stalled: no data for {} s",
+                                self.policy.stall_timeout.as_secs()
+                            ),
+                        )
+                        .with_url(&url));
+                    }
+                };
             let now = Instant::now();
-            source.busy_nanos.fetch_add(now.duration_since(last).as_nanos() as u64, Ordering::Relaxed);
-            source.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            source.busy_nanos.fetch_add(
+                now.duration_since(last).as_nanos() as u64,
+                Ordering::Relaxed,
+            );
+            source
+                .bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             last = now;
             let mut data = &chunk[..];
             while !data.is_empty() {
@@ -496,20 +579,28 @@ impl Fetcher {
                 let len = claimed.len() as usize;
                 self.part
                     .write_at(claimed.start, &data[..len])
-                    .map_err(|e| Error::io(format!("cannot write {}", self.part.path().display()), e))?;
+                    .map_err(|e| {
+                        Error::io(format!("cannot write {}", self.part.path().display()), e)
+                    })?;
                 offset = claimed.end;
                 data = &data[len..];
                 let frontier = self.plan().mark_written(claimed);
                 if let Some(frontier) = frontier {
                     self.hasher.advance(frontier);
                 }
-                self.counters.bytes.fetch_add(claimed.len(), Ordering::Relaxed);
+                self.counters
+                    .bytes
+                    .fetch_add(claimed.len(), Ordering::Relaxed);
             }
         }
         if offset < expected.end {
             return Err(Error::new(
                 ErrorKind::Network,
-                format!("connection closed after {} of {} bytes", offset - expected.start, expected.len()),
+                format!(
+                    "connection closed after {} of {} bytes",
+                    offset - expected.start,
+                    expected.len()
+                ),
             )
             .with_url(&url));
         }

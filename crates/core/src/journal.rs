@@ -92,12 +92,15 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || s.len() > 2048 {
+    if !s.len().is_multiple_of(2) || s.len() > 2048 {
         return None;
     }
     (0..s.len())
         .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .map(|i| {
+            s.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
         .collect()
 }
 
@@ -111,7 +114,11 @@ impl Journal {
     pub fn encode(&self) -> Vec<u8> {
         let mut body = String::new();
         let _ = writeln!(body, "{MAGIC} {VERSION}");
-        let url = if single_line(&self.url) { self.url.as_str() } else { "" };
+        let url = if single_line(&self.url) {
+            self.url.as_str()
+        } else {
+            ""
+        };
         let _ = writeln!(body, "url {url}");
         let _ = writeln!(body, "total {}", self.total);
         let _ = writeln!(body, "chunk {}", self.chunk_size);
@@ -164,7 +171,8 @@ impl Journal {
             hashed: 0,
             hash_state: Vec::new(),
         };
-        let (mut saw_url, mut saw_total, mut saw_chunk, mut saw_hashed) = (false, false, false, false);
+        let (mut saw_url, mut saw_total, mut saw_chunk, mut saw_hashed) =
+            (false, false, false, false);
         let mut last_end = 0u64;
         for (idx, line) in body.lines().enumerate().skip(1) {
             let malformed = JournalError::Malformed { line: idx + 1 };
@@ -209,13 +217,19 @@ impl Journal {
             return Err(JournalError::Inconsistent("a required field is missing"));
         }
         if last_end > journal.total {
-            return Err(JournalError::Inconsistent("a written range lies past the end of the file"));
+            return Err(JournalError::Inconsistent(
+                "a written range lies past the end of the file",
+            ));
         }
         if journal.hashed > journal.done.prefix_end() {
-            return Err(JournalError::Inconsistent("hash state covers bytes not written"));
+            return Err(JournalError::Inconsistent(
+                "hash state covers bytes not written",
+            ));
         }
         if (journal.hashed == 0) != journal.hash_state.is_empty() {
-            return Err(JournalError::Inconsistent("hash state and hashed length disagree"));
+            return Err(JournalError::Inconsistent(
+                "hash state and hashed length disagree",
+            ));
         }
         Ok(journal)
     }
@@ -262,7 +276,10 @@ mod tests {
     fn other_versions_are_refused() {
         let text = String::from_utf8(sample().encode()).expect("utf8");
         let other = text.replacen("rangefetch-journal 1", "rangefetch-journal 2", 1);
-        assert_eq!(Journal::decode(other.as_bytes()), Err(JournalError::Version));
+        assert_eq!(
+            Journal::decode(other.as_bytes()),
+            Err(JournalError::Version)
+        );
     }
 
     proptest! {

@@ -54,8 +54,8 @@
 
 #![warn(missing_docs)]
 
-pub mod cancel;
 pub mod cache;
+pub mod cancel;
 pub mod checksums;
 pub mod download;
 pub mod error;

@@ -239,10 +239,10 @@ impl Scheduler {
 
     /// Ends a task; whatever it did not claim goes back to the pending queue.
     pub fn release(&mut self, id: TaskId) {
-        if let Some(task) = self.tasks.remove(&id) {
-            if task.cursor < task.end {
-                self.pending.insert(task.cursor, task.end);
-            }
+        if let Some(task) = self.tasks.remove(&id)
+            && task.cursor < task.end
+        {
+            self.pending.insert(task.cursor, task.end);
         }
     }
 
@@ -260,12 +260,18 @@ impl Scheduler {
 
     /// Pending ranges, in order (for tests and the journal).
     pub fn pending(&self) -> Vec<ByteRange> {
-        self.pending.iter().map(|(&s, &e)| ByteRange::new(s, e)).collect()
+        self.pending
+            .iter()
+            .map(|(&s, &e)| ByteRange::new(s, e))
+            .collect()
     }
 
     /// In-flight remainders `[cursor, end)`, in task order.
     pub fn in_flight_ranges(&self) -> Vec<ByteRange> {
-        self.tasks.values().map(|t| ByteRange::new(t.cursor, t.end)).collect()
+        self.tasks
+            .values()
+            .map(|t| ByteRange::new(t.cursor, t.end))
+            .collect()
     }
 }
 
@@ -284,11 +290,14 @@ mod tests {
         let a = plan.next_assignment().expect("first");
         let b = plan.next_assignment().expect("second");
         let c = plan.next_assignment().expect("third");
-        assert_eq!((a.range, b.range, c.range), (
-            ByteRange::new(0, 10),
-            ByteRange::new(10, 20),
-            ByteRange::new(20, 25)
-        ));
+        assert_eq!(
+            (a.range, b.range, c.range),
+            (
+                ByteRange::new(0, 10),
+                ByteRange::new(10, 20),
+                ByteRange::new(20, 25)
+            )
+        );
         assert!(!c.stolen);
     }
 
@@ -308,15 +317,22 @@ mod tests {
     #[test]
     fn takes_over_a_dribbling_task() {
         let mut plan = fresh(400, 100, 100);
-        let policy = TakeOver { min_age: Duration::from_secs(1), slow_fraction: 0.3 };
-        let tasks: Vec<_> = (0..4).map(|_| plan.next_assignment().expect("chunk")).collect();
+        let policy = TakeOver {
+            min_age: Duration::from_secs(1),
+            slow_fraction: 0.3,
+        };
+        let tasks: Vec<_> = (0..4)
+            .map(|_| plan.next_assignment().expect("chunk"))
+            .collect();
         plan.set_now(Duration::from_secs(2));
         for task in &tasks[..3] {
             plan.claim(task.id, 90);
         }
         plan.claim(tasks[3].id, 2);
         // Peers deliver 45 B/s; the last task 1 B/s with 98 bytes left.
-        let taken = plan.take_over(policy, 45.0).expect("the slow task is taken over");
+        let taken = plan
+            .take_over(policy, 45.0)
+            .expect("the slow task is taken over");
         assert_eq!(taken.range, ByteRange::new(302, 400));
         assert!(plan.claim(tasks[3].id, 10).is_empty());
         // Healthy tasks are left alone, and the new one is too young to judge.
@@ -338,7 +354,10 @@ mod tests {
         done.insert(ByteRange::new(0, 40));
         done.insert(ByteRange::new(60, 70));
         let mut plan = Scheduler::new(100, 1000, 1, &done);
-        assert_eq!(plan.pending(), vec![ByteRange::new(40, 60), ByteRange::new(70, 100)]);
+        assert_eq!(
+            plan.pending(),
+            vec![ByteRange::new(40, 60), ByteRange::new(70, 100)]
+        );
         assert_eq!(plan.written().prefix_end(), 40);
         let a = plan.next_assignment().expect("gap");
         assert_eq!(a.range, ByteRange::new(40, 60));

@@ -47,7 +47,8 @@ impl Validator {
     /// Whether a response's validators contradict ours. A missing header is
     /// no contradiction; a different one is.
     pub(crate) fn contradicts(&self, other: &Validator) -> bool {
-        let differs = |a: &Option<String>, b: &Option<String>| matches!((a, b), (Some(a), Some(b)) if a != b);
+        let differs =
+            |a: &Option<String>, b: &Option<String>| matches!((a, b), (Some(a), Some(b)) if a != b);
         differs(&self.etag, &other.etag) || differs(&self.last_modified, &other.last_modified)
     }
 }
@@ -109,7 +110,11 @@ pub(crate) fn network_error(error: reqwest::Error, url: &Url) -> Error {
     let engine = Error::new(ErrorKind::Network, message)
         .with_url(url)
         .with_source(error.without_url());
-    if permanent { engine.permanent() } else { engine }
+    if permanent {
+        engine.permanent()
+    } else {
+        engine
+    }
 }
 
 fn error_chain_text(error: &(dyn std::error::Error + 'static)) -> String {
@@ -129,7 +134,9 @@ pub(crate) fn status_error(response: &Response, url: &Url) -> Error {
     let reason = status.canonical_reason().unwrap_or("");
     Error::new(
         ErrorKind::HttpStatus(status.as_u16()),
-        format!("server answered {} {reason}", status.as_u16()).trim_end().to_owned(),
+        format!("server answered {} {reason}", status.as_u16())
+            .trim_end()
+            .to_owned(),
     )
     .with_url(url)
     .with_retry_after(retry_after(response.headers()))
@@ -166,12 +173,20 @@ pub(crate) async fn probe(
     match response.status() {
         StatusCode::PARTIAL_CONTENT => {
             let value = header_str(headers, header::CONTENT_RANGE).ok_or_else(|| {
-                Error::new(ErrorKind::Protocol, "206 response without Content-Range").with_url(&final_url)
+                Error::new(ErrorKind::Protocol, "206 response without Content-Range")
+                    .with_url(&final_url)
             })?;
-            let content_range = parse_content_range(value)
-                .map_err(|e| Error::new(ErrorKind::Protocol, "bad Content-Range").with_url(&final_url).with_source(e))?;
+            let content_range = parse_content_range(value).map_err(|e| {
+                Error::new(ErrorKind::Protocol, "bad Content-Range")
+                    .with_url(&final_url)
+                    .with_source(e)
+            })?;
             let (Some(got), Some(total)) = (content_range.range, content_range.total) else {
-                return Err(Error::new(ErrorKind::Protocol, format!("unusable Content-Range {value:?}")).with_url(&final_url));
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("unusable Content-Range {value:?}"),
+                )
+                .with_url(&final_url));
             };
             if got.start != 0 || got.end > range.end {
                 return Err(Error::new(

@@ -114,10 +114,10 @@ pub fn parse_content_range(value: &str) -> Result<ContentRange, ContentRangeErro
             if last < first {
                 return Err(err("last byte before first byte"));
             }
-            if let Some(total) = total {
-                if last >= total {
-                    return Err(err("last byte at or past the complete length"));
-                }
+            if let Some(total) = total
+                && last >= total
+            {
+                return Err(err("last byte at or past the complete length"));
             }
             let end = last.checked_add(1).ok_or_else(|| err("range overflows"))?;
             Some(ByteRange::new(first, end))
@@ -251,7 +251,13 @@ mod tests {
         assert_eq!(cr.range, Some(ByteRange::new(0, 500)));
         assert_eq!(cr.total, Some(1234));
         let cr = parse_content_range("bytes */0").expect("valid");
-        assert_eq!(cr, ContentRange { range: None, total: Some(0) });
+        assert_eq!(
+            cr,
+            ContentRange {
+                range: None,
+                total: Some(0)
+            }
+        );
         let cr = parse_content_range("bytes 5-9/*").expect("valid");
         assert_eq!(cr.total, None);
         for bad in [

@@ -21,14 +21,22 @@ pub fn status_is_transient(code: u16) -> bool {
 pub fn backoff_delay(attempt: u32, base: Duration, cap: Duration, jitter: f64) -> Duration {
     let exponent = attempt.saturating_sub(1).min(30);
     let full = base.saturating_mul(1u32 << exponent).min(cap);
-    let jitter = if jitter.is_finite() { jitter.clamp(0.0, 1.0) } else { 0.0 };
+    let jitter = if jitter.is_finite() {
+        jitter.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let half = full / 2;
     half + half.mul_f64(jitter)
 }
 
 /// The delay before the next attempt: the backoff, or the server's
 /// `Retry-After` if that is longer, never above `max_wait`.
-pub fn next_delay(backoff: Duration, retry_after: Option<Duration>, max_wait: Duration) -> Duration {
+pub fn next_delay(
+    backoff: Duration,
+    retry_after: Option<Duration>,
+    max_wait: Duration,
+) -> Duration {
     backoff.max(retry_after.unwrap_or_default()).min(max_wait)
 }
 
@@ -80,9 +88,15 @@ mod tests {
     fn retry_after_wins_when_longer_but_is_capped() {
         let max = Duration::from_secs(60);
         let backoff = Duration::from_secs(1);
-        assert_eq!(next_delay(backoff, Some(Duration::from_secs(3)), max), Duration::from_secs(3));
+        assert_eq!(
+            next_delay(backoff, Some(Duration::from_secs(3)), max),
+            Duration::from_secs(3)
+        );
         assert_eq!(next_delay(backoff, None, max), backoff);
-        assert_eq!(next_delay(backoff, Some(Duration::from_secs(3600)), max), max);
+        assert_eq!(
+            next_delay(backoff, Some(Duration::from_secs(3600)), max),
+            max
+        );
     }
 
     proptest! {

@@ -66,6 +66,10 @@ impl PartFile {
     }
 
     /// Current length on disk.
+    #[allow(
+        clippy::len_without_is_empty,
+        reason = "a file length, not a collection"
+    )]
     pub fn len(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
@@ -84,7 +88,10 @@ impl PartFile {
             return self.file.set_len(0);
         }
         let Ok(signed_len) = libc::off_t::try_from(len) else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "file too large"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "file too large",
+            ));
         };
         // SAFETY: plain system call on a file descriptor we own; no memory is
         // passed to the kernel.
@@ -158,7 +165,13 @@ pub(crate) fn map_read(file: &File, offset: u64, len: usize) -> io::Result<Mmap>
     // SAFETY: a read-only map. The engine never writes the mapped range
     // while it is mapped (the hasher maps only finished bytes); another
     // process shrinking the file could raise SIGBUS, as with any file map.
-    unsafe { MmapOptions::new().offset(offset).len(len).populate().map(file) }
+    unsafe {
+        MmapOptions::new()
+            .offset(offset)
+            .len(len)
+            .populate()
+            .map(file)
+    }
 }
 
 /// Bytes available to an unprivileged writer on the file system holding
@@ -176,7 +189,8 @@ pub fn free_space(dir: &Path) -> io::Result<u64> {
     }
     // SAFETY: statvfs returned 0, so it initialised the struct.
     let stats = unsafe { stats.assume_init() };
-    Ok((stats.f_bavail as u64).saturating_mul(stats.f_frsize as u64))
+    #[allow(clippy::useless_conversion, reason = "the field types are narrower on 32-bit targets")]
+    Ok(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
 }
 
 /// Replaces `path` with `bytes` atomically and durably: write a temp file

@@ -34,7 +34,12 @@ pub(crate) async fn single_stream(fetcher: &Fetcher, first: Response) -> Result<
         if !error.is_retryable() || failures > fetcher.policy.retries {
             return Err(error.with_attempts(failures));
         }
-        let backoff = backoff_delay(failures, fetcher.policy.backoff_base, fetcher.policy.backoff_cap, jitter.next_unit());
+        let backoff = backoff_delay(
+            failures,
+            fetcher.policy.backoff_base,
+            fetcher.policy.backoff_cap,
+            jitter.next_unit(),
+        );
         let delay = next_delay(backoff, error.retry_after(), fetcher.policy.max_wait);
         fetcher.counters.retries.fetch_add(1, Ordering::Relaxed);
         if let Some(sink) = &fetcher.events {
@@ -68,14 +73,24 @@ async fn request_whole(fetcher: &Fetcher) -> Result<u64> {
     if response.status() != StatusCode::OK {
         return Err(status_error(&response, url));
     }
-    if source.validator.contradicts(&Validator::from_headers(response.headers())) {
-        return Err(Error::new(ErrorKind::RemoteChanged, "validator changed between attempts").with_url(url));
+    if source
+        .validator
+        .contradicts(&Validator::from_headers(response.headers()))
+    {
+        return Err(Error::new(
+            ErrorKind::RemoteChanged,
+            "validator changed between attempts",
+        )
+        .with_url(url));
     }
     stream_once(fetcher, response).await
 }
 
 fn stalled(timeout: Duration) -> Error {
-    Error::new(ErrorKind::Network, format!("stalled: no data for {} s", timeout.as_secs()))
+    Error::new(
+        ErrorKind::Network,
+        format!("stalled: no data for {} s", timeout.as_secs()),
+    )
 }
 
 async fn stream_once(fetcher: &Fetcher, mut response: Response) -> Result<u64> {
@@ -83,7 +98,8 @@ async fn stream_once(fetcher: &Fetcher, mut response: Response) -> Result<u64> {
     let expected = fetcher.total;
     let mut offset = 0u64;
     loop {
-        let chunk = match tokio::time::timeout(fetcher.policy.stall_timeout, response.chunk()).await {
+        let chunk = match tokio::time::timeout(fetcher.policy.stall_timeout, response.chunk()).await
+        {
             Ok(Ok(Some(chunk))) => chunk,
             Ok(Ok(None)) => break,
             Ok(Err(error)) => return Err(network_error(error, url)),
@@ -91,7 +107,10 @@ async fn stream_once(fetcher: &Fetcher, mut response: Response) -> Result<u64> {
         };
         let end = offset + chunk.len() as u64;
         if expected.is_some_and(|total| end > total) {
-            return Err(Error::new(ErrorKind::Protocol, "body longer than its Content-Length").with_url(url));
+            return Err(
+                Error::new(ErrorKind::Protocol, "body longer than its Content-Length")
+                    .with_url(url),
+            );
         }
         fetcher
             .part
@@ -101,19 +120,21 @@ async fn stream_once(fetcher: &Fetcher, mut response: Response) -> Result<u64> {
         fetcher.hasher.advance(offset);
         fetcher.counters.bytes.store(offset, Ordering::Relaxed);
     }
-    if let Some(total) = expected {
-        if offset < total {
-            return Err(Error::new(
-                ErrorKind::Network,
-                format!("connection closed after {offset} of {total} bytes"),
-            )
-            .with_url(url));
-        }
+    if let Some(total) = expected
+        && offset < total
+    {
+        return Err(Error::new(
+            ErrorKind::Network,
+            format!("connection closed after {offset} of {total} bytes"),
+        )
+        .with_url(url));
     }
     // An unknown length ends where the stream ends; trim any preallocation.
-    fetcher
-        .part
-        .set_len(offset)
-        .map_err(|e| Error::io(format!("cannot resize {}", fetcher.part.path().display()), e))?;
+    fetcher.part.set_len(offset).map_err(|e| {
+        Error::io(
+            format!("cannot resize {}", fetcher.part.path().display()),
+            e,
+        )
+    })?;
     Ok(offset)
 }

@@ -37,10 +37,13 @@ pub(crate) struct HashProgress {
     pub state: Vec<u8>,
 }
 
+/// The hasher thread; it returns the digest and the bytes it hashed.
+type HashThread = thread::JoinHandle<io::Result<(Sha256Hex, u64)>>;
+
 /// A thread hashing `[0, frontier)` of a file as the frontier advances.
 pub(crate) struct HashFollower {
     sender: Mutex<Option<mpsc::Sender<Message>>>,
-    handle: Mutex<Option<thread::JoinHandle<io::Result<(Sha256Hex, u64)>>>>,
+    handle: Mutex<Option<HashThread>>,
     progress: Arc<Mutex<HashProgress>>,
 }
 
@@ -58,7 +61,11 @@ impl HashFollower {
         };
         let progress = Arc::new(Mutex::new(HashProgress {
             hashed,
-            state: if hashed == 0 { Vec::new() } else { save(&hasher) },
+            state: if hashed == 0 {
+                Vec::new()
+            } else {
+                save(&hasher)
+            },
         }));
         let published = Arc::clone(&progress);
         let handle = thread::Builder::new()
@@ -117,7 +124,9 @@ impl Drop for HashFollower {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn save(hasher: &Sha256) -> Vec<u8> {
@@ -137,9 +146,8 @@ fn follow(
     published: &Mutex<HashProgress>,
 ) -> io::Result<(Sha256Hex, u64)> {
     let mut frontier = hashed;
-    loop {
-        // Block for news, then drain whatever else queued up meanwhile.
-        let Ok(first) = receiver.recv() else { break };
+    // Block for news, then drain whatever else queued up meanwhile.
+    while let Ok(first) = receiver.recv() {
         let mut next = Some(first);
         while let Some(message) = next {
             match message {
@@ -156,7 +164,10 @@ fn follow(
         while hashed < frontier {
             let upto = frontier.min(hashed + WINDOW);
             hash_span(file, &mut hasher, &mut hashed, upto)?;
-            *lock(published) = HashProgress { hashed, state: save(&hasher) };
+            *lock(published) = HashProgress {
+                hashed,
+                state: save(&hasher),
+            };
         }
     }
     hash_span(file, &mut hasher, &mut hashed, frontier)?;
@@ -203,7 +214,9 @@ mod tests {
     fn follower_hashes_in_any_advance_pattern() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("f");
-        let data: Vec<u8> = (0..(3 * WINDOW + 12345)).map(|i| (i * 31 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(3 * WINDOW + 12345))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
         File::create(&path)?.write_all(&data)?;
         let follower = HashFollower::start(File::open(&path)?, None)?;
         for frontier in [10, 10, 5, WINDOW + 1, 2 * WINDOW, data.len() as u64] {
