@@ -455,19 +455,21 @@ async fn verify(args: VerifyArgs) -> Result<(), Failure> {
 
 async fn hash(args: HashArgs) -> Result<(), Failure> {
     let results = hash_blocking(args.paths.clone()).await;
-    let mut first_error = None;
+    // Every unreadable file gets its line; the last one is left for `main`
+    // to print, so each appears exactly once.
+    let mut last_error: Option<anyhow::Error> = None;
     for (path, result) in args.paths.iter().zip(results) {
         match result {
             Ok(digest) => println!("{digest}  {}", path.display()),
             Err(error) => {
-                eprintln!("rangefetch: error: cannot read {}: {error}", path.display());
-                first_error.get_or_insert_with(|| {
-                    anyhow::anyhow!("cannot read {}: {error}", path.display())
-                });
+                if let Some(previous) = last_error.take() {
+                    eprintln!("rangefetch: error: {previous}");
+                }
+                last_error = Some(anyhow::anyhow!("cannot read {}: {error}", path.display()));
             }
         }
     }
-    match first_error {
+    match last_error {
         Some(error) => Err(Failure::new(exit::IO, error)),
         None => Ok(()),
     }

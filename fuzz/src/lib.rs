@@ -48,7 +48,11 @@ pub fn check_checksums(data: &[u8]) {
         );
         assert_eq!(Sha256Hex::parse(&hex), Ok(entry.sha256));
         for line in [entry.gnu_line(), entry.bsd_line()] {
-            assert_eq!(parse_checksums(&line), [entry.clone()], "{line:?}");
+            assert_eq!(
+                parse_checksums(&line),
+                std::slice::from_ref(entry),
+                "{line:?}"
+            );
         }
         match find_checksum(&entries, &entry.name) {
             Ok(_) | Err(ChecksumLookupError::Conflict { .. }) => {}

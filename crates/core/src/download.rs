@@ -52,7 +52,9 @@ pub struct Config {
     pub ca_certs_pem: Vec<Vec<u8>>,
     /// How often a changed remote may restart the download.
     pub max_restarts: u32,
-    /// How often progress is flushed and recorded for resume.
+    /// How often progress is flushed and recorded for resume (at least; a
+    /// slow device spaces checkpoints out). A `kill -9` loses at most about
+    /// this much transfer time.
     pub checkpoint_interval: Duration,
     /// Retries allowed for the whole download, over all ranges.
     pub download_retries: u64,
@@ -74,7 +76,7 @@ impl Default for Config {
             proxy: None,
             ca_certs_pem: Vec::new(),
             max_restarts: 3,
-            checkpoint_interval: Duration::from_secs(1),
+            checkpoint_interval: Duration::from_millis(100),
             download_retries: 200,
             start_connections: 2,
         }
@@ -518,14 +520,19 @@ impl Download {
         }))
     }
 
-    async fn probe_with_retries(&self, client: &Client, url: &Url) -> Result<(Remote, FirstBody)> {
+    async fn probe_with_retries(
+        &self,
+        client: &Client,
+        url: &Url,
+        first_len: u64,
+    ) -> Result<(Remote, FirstBody)> {
         let mut jitter = Jitter::new(seed());
         let mut failures = 0;
         loop {
             match probe(
                 client,
                 url,
-                self.config.chunk_size,
+                first_len,
                 self.config.stall_timeout.max(self.config.connect_timeout),
             )
             .await
@@ -634,8 +641,15 @@ impl Download {
             .urls
             .first()
             .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "no URL given"))?;
+        // With a journal on disk the first chunk is probably written already:
+        // probe with one byte instead of a chunk that would be thrown away.
+        let probe_len = if !fresh && state_path.exists() {
+            1
+        } else {
+            self.config.chunk_size
+        };
         let (remote, first) = tokio::select! {
-            probed = self.probe_with_retries(client, url) => probed?,
+            probed = self.probe_with_retries(client, url, probe_len) => probed?,
             () = self.cancel.cancelled() => return Err(cancelled()),
         };
         debug!(url = %redact_url(&remote.url), total = ?remote.total, ranges = remote.ranges, "probed");
@@ -723,14 +737,24 @@ impl Download {
             policy,
             events: self.events.clone(),
         });
+        let stop_checkpoints = CancelToken::new();
         let checkpointer = ranged.then(|| {
             let fetcher = Arc::clone(&fetcher);
             let template = template.clone();
             let state_path = state_path.to_owned();
             let interval = self.config.checkpoint_interval;
+            let stop = stop_checkpoints.clone();
             tokio::spawn(async move {
+                // A checkpoint flushes data to the device; when that is slow,
+                // checkpoints space out so they never take over a fifth of
+                // the time.
+                let mut pause = interval;
                 loop {
-                    tokio::time::sleep(interval).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = stop.cancelled() => break,
+                    }
+                    let began = Instant::now();
                     let fetcher = Arc::clone(&fetcher);
                     let template = template.clone();
                     let state_path = state_path.clone();
@@ -741,6 +765,7 @@ impl Download {
                     if let Ok(Err(error)) = saved {
                         warn!(%error, "cannot record progress for resume");
                     }
+                    pause = interval.max(began.elapsed() * 4);
                 }
             })
         });
@@ -764,7 +789,9 @@ impl Download {
         };
         ticker.abort();
         if let Some(checkpointer) = checkpointer {
-            checkpointer.abort();
+            // Stop between checkpoints, never inside one: a checkpoint still
+            // writing after the commit would leave a stale journal behind.
+            stop_checkpoints.cancel();
             let _ = checkpointer.await;
             if result
                 .as_ref()

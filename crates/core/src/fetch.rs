@@ -593,6 +593,11 @@ impl Fetcher {
                     .fetch_add(claimed.len(), Ordering::Relaxed);
             }
         }
+        if offset == expected.end {
+            // Read the end of the body so the connection goes back to the
+            // pool for the next range instead of being closed.
+            let _ = tokio::time::timeout(Duration::from_millis(50), response.chunk()).await;
+        }
         if offset < expected.end {
             return Err(Error::new(
                 ErrorKind::Network,

@@ -189,7 +189,10 @@ pub fn free_space(dir: &Path) -> io::Result<u64> {
     }
     // SAFETY: statvfs returned 0, so it initialised the struct.
     let stats = unsafe { stats.assume_init() };
-    #[allow(clippy::useless_conversion, reason = "the field types are narrower on 32-bit targets")]
+    #[allow(
+        clippy::useless_conversion,
+        reason = "the field types are narrower on 32-bit targets"
+    )]
     Ok(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
 }
 
