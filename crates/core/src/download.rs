@@ -76,7 +76,7 @@ impl Default for Config {
             proxy: None,
             ca_certs_pem: Vec::new(),
             max_restarts: 3,
-            checkpoint_interval: Duration::from_millis(100),
+            checkpoint_interval: Duration::from_millis(50),
             download_retries: 200,
             start_connections: 2,
         }
