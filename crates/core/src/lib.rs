@@ -40,10 +40,21 @@
 //!
 //! # Cancellation
 //!
-//! Dropping the future returned by [`Download::run`] stops every connection
-//! at its next await point. What was written stays in `<out>.part`; `<out>`
-//! is never touched by an unfinished download, so a crash or a cancel never
-//! leaves a partial file under the final name.
+//! Two ways, both safe:
+//!
+//! - Cancel a [`CancelToken`] given to [`DownloadBuilder::cancel_token`]:
+//!   connections stop, the part file is flushed, the resume journal
+//!   (`<out>.part.state`) records what is on disk, and `run` returns an
+//!   error of kind [`ErrorKind::Cancelled`].
+//! - Drop the future returned by [`Download::run`]: every connection stops at
+//!   its next await point. The journal then holds the last periodic
+//!   checkpoint (taken every 50 ms or so), which only ever names bytes that
+//!   were flushed before it was written.
+//!
+//! Either way `<out>` is untouched (an unfinished download never writes
+//! under the final name) and running the same download again resumes from
+//! `<out>.part`, unless the remote changed, in which case it starts over.
+//! `examples/embed.rs` shows the whole cycle.
 //!
 //! # Errors
 //!
