@@ -6,6 +6,12 @@
 //! The in-memory group bounds what any file path can reach: on a CPU with the
 //! SHA extensions all three should run at the same instruction-bound speed,
 //! so the choice between them is about the build, not the figures.
+//!
+//! Times are the bench thread's on-CPU time (see `clock`), which includes the
+//! kernel's work for `read()` and page faults but not time spent waiting for
+//! a CPU on a shared machine.
+
+mod clock;
 
 use std::fs::File;
 use std::hint::black_box;
@@ -17,6 +23,8 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use sha2::{Digest, Sha256};
+
+use crate::clock::iter_on_cpu;
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -46,9 +54,12 @@ fn pattern(len: usize) -> Vec<u8> {
 }
 
 fn memory(c: &mut Criterion) {
+    clock::announce();
     let mut group = c.benchmark_group("sha256_memory");
     group
         .sample_size(10)
+        // Equal samples, each far longer than the on-CPU clock's tick.
+        .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     let data = pattern(*BLOCK_SIZES.iter().max().expect("at least one block size"));
@@ -57,13 +68,17 @@ fn memory(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(block_size as u64));
         let label = format!("{}KiB", block_size / KIB);
         group.bench_with_input(BenchmarkId::new("sha2", &label), block, |b, block| {
-            b.iter(|| Sha256::digest(black_box(block)));
+            iter_on_cpu(b, || Sha256::digest(black_box(block)));
         });
         group.bench_with_input(BenchmarkId::new("ring", &label), block, |b, block| {
-            b.iter(|| ring::digest::digest(&ring::digest::SHA256, black_box(block)));
+            iter_on_cpu(b, || {
+                ring::digest::digest(&ring::digest::SHA256, black_box(block))
+            });
         });
         group.bench_with_input(BenchmarkId::new("aws_lc_rs", &label), block, |b, block| {
-            b.iter(|| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, black_box(block)));
+            iter_on_cpu(b, || {
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, black_box(block))
+            });
         });
     }
     group.finish();
@@ -110,10 +125,14 @@ fn file(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5))
         .throughput(Throughput::Bytes(FILE_SIZE as u64));
     group.bench_function("map_8MiB/hash_file", |b| {
-        b.iter(|| rangefetch_core::verify::hash_file(black_box(&path)).expect("hash_file"));
+        iter_on_cpu(b, || {
+            rangefetch_core::verify::hash_file(black_box(&path)).expect("hash_file")
+        });
     });
     group.bench_function("read_1MiB/sha2", |b| {
-        b.iter(|| hash_by_read(black_box(&path), &mut buffer).expect("read loop"));
+        iter_on_cpu(b, || {
+            hash_by_read(black_box(&path), &mut buffer).expect("read loop")
+        });
     });
     group.finish();
 }

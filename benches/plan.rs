@@ -2,15 +2,21 @@
 //! 8 MiB chunks, drained with 64 KiB claims, each followed by
 //! `mark_written`, the work `fetch` does under the plan's lock for every
 //! chunk it writes. Throughput is in claims, so time per claim is
-//! 1 / (elements per second).
+//! 1 / (elements per second). Times are on-CPU time (see `clock`).
+
+mod clock;
 
 use std::hint::black_box;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 use rangefetch_core::plan::{Assignment, Scheduler};
 use rangefetch_core::range::RangeSet;
+
+use crate::clock::iter_on_cpu;
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
@@ -97,9 +103,12 @@ fn drain_locked(connections: usize) -> u64 {
 }
 
 fn claims(c: &mut Criterion) {
+    clock::announce();
     let mut group = c.benchmark_group("plan_4GiB_claim_64KiB");
     group
         .sample_size(20)
+        // Equal samples, each far longer than the on-CPU clock's tick.
+        .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     for connections in [1, 16] {
@@ -109,12 +118,12 @@ fn claims(c: &mut Criterion) {
         assert_eq!(drain_locked(connections), n_claims);
         group.throughput(Throughput::Elements(n_claims));
         group.bench_function(BenchmarkId::new("claim_mark_written", connections), |b| {
-            b.iter(|| drain(black_box(connections)));
+            iter_on_cpu(b, || drain(black_box(connections)));
         });
         group.bench_function(
             BenchmarkId::new("claim_mark_written_mutex", connections),
             |b| {
-                b.iter(|| drain_locked(black_box(connections)));
+                iter_on_cpu(b, || drain_locked(black_box(connections)));
             },
         );
     }

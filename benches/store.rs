@@ -6,6 +6,8 @@
 //! goes into a fresh, preallocated file, as a download does, so the mapped
 //! path pays for its page faults and zero-fill every time. The data stays in
 //! the page cache (no `fdatasync`): the device is the same for both modes.
+//! Times are wall-clock, unlike the CPU-bound benches: page-cache work done
+//! outside the bench thread (reclaim, writeback) belongs to the cost here.
 
 use std::fs::File;
 use std::hint::black_box;

@@ -167,6 +167,16 @@ fn from_core(error: rangefetch_core::Error, proxy: Option<&str>) -> Failure {
             "the received bytes were discarded; check the expected hash, or the mirror you are using",
         ),
         (ErrorKind::HttpStatus(_), Some(404 | 410)) => failure.hint("check the URL: the server has no such file"),
+        (ErrorKind::HttpStatus(_), Some(407)) => failure.hint(match proxy {
+            Some(proxy) => format!("proxy {proxy} wants credentials: put them in the proxy URL (http://user:password@host:port)"),
+            None => "a proxy on the way wants credentials: set --proxy http://user:password@host:port".to_owned(),
+        }),
+        // Over a plain-HTTP proxy the proxy itself may answer 401 to wrong
+        // credentials; name both suspects.
+        (ErrorKind::HttpStatus(_), Some(401)) if proxy.is_some() => failure.hint(format!(
+            "authentication failed: check the credentials for proxy {}, or whether the server needs its own",
+            proxy.unwrap_or_default()
+        )),
         (ErrorKind::HttpStatus(_), Some(403 | 401)) => {
             failure.hint("the server refused access; a signed URL may have expired")
         }

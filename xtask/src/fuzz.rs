@@ -17,6 +17,15 @@ pub const FUZZ_SANITIZER: &str = "none";
 
 const DEFAULT_SECONDS: u64 = 60;
 
+/// How much of libFuzzer's progress to show.
+#[derive(Clone, Copy)]
+pub enum Progress {
+    /// Every new-coverage line: for watching a long run.
+    Full,
+    /// Only warnings and crashes (`-verbosity=0`), so CI logs stay readable.
+    Quiet,
+}
+
 /// `cargo xtask fuzz [--seconds N] [TARGET...]`
 pub fn run(args: &[String]) -> Result<ExitCode> {
     let mut seconds = DEFAULT_SECONDS;
@@ -40,7 +49,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     };
     let requirements: Vec<_> = packages::FOR_FUZZ.iter().collect();
     packages::ensure(&requirements)?;
-    run_targets(&fuzz_dir, seconds, &targets)?;
+    run_targets(&fuzz_dir, seconds, &targets, Progress::Full)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -53,12 +62,20 @@ pub fn fuzz_dir(root: &Path) -> Option<PathBuf> {
 /// Builds all fuzz targets, then runs each of `only` (all when empty) for
 /// `seconds`. Any crash fails the run; libFuzzer saves its input under
 /// fuzz/artifacts/ for `cargo fuzz run TARGET ARTIFACT` to replay.
-pub fn run_targets(fuzz_dir: &Path, seconds: u64, only: &[String]) -> Result<()> {
+pub fn run_targets(
+    fuzz_dir: &Path,
+    seconds: u64,
+    only: &[String],
+    progress: Progress,
+) -> Result<()> {
     ensure_cargo_fuzz()?;
     let all_targets = list_targets(fuzz_dir)?;
-    let unknown: Vec<&String> = only.iter().filter(|t| !all_targets.contains(t)).collect();
+    let unknown: Vec<&str> = only
+        .iter()
+        .filter(|target| !all_targets.contains(target))
+        .map(String::as_str)
+        .collect();
     if !unknown.is_empty() {
-        let unknown: Vec<&str> = unknown.iter().map(|t| t.as_str()).collect();
         bail!(
             "no such fuzz target(s): {}; the targets are: {}",
             unknown.join(", "),
@@ -86,10 +103,16 @@ pub fn run_targets(fuzz_dir: &Path, seconds: u64, only: &[String]) -> Result<()>
             target_idx + 1,
             targets.len()
         ));
+        let mut libfuzzer_args = vec![format!("-max_total_time={seconds}")];
+        if let Progress::Quiet = progress {
+            libfuzzer_args.push("-verbosity=0".to_owned());
+        }
         cargo_fuzz(fuzz_dir, "run")
             .arg(target.as_str())
-            .args(["--".to_owned(), format!("-max_total_time={seconds}")])
+            .arg("--")
+            .args(libfuzzer_args)
             .run()?;
+        eprintln!("fuzz {target}: no crash in {seconds} s");
     }
     Ok(())
 }

@@ -115,7 +115,9 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     match &fuzz_dir {
         Some(fuzz_dir) => steps.push((
             "fuzz smoke",
-            Box::new(|| fuzz::run_targets(fuzz_dir, options.fuzz_seconds, &[])),
+            Box::new(|| {
+                fuzz::run_targets(fuzz_dir, options.fuzz_seconds, &[], fuzz::Progress::Quiet)
+            }),
         )),
         None if options.fuzz => skipped.push("fuzz smoke (there is no fuzz/Cargo.toml)"),
         None => skipped.push("fuzz smoke"),

@@ -196,10 +196,10 @@ pub fn parse_checksums(text: &str) -> Vec<ChecksumEntry> {
 
 /// Picks the expected hash of `file_name` from parsed entries.
 ///
-/// An entry matches when its name equals `file_name` once a leading `./` is
-/// dropped (or exactly); if none does, an entry matches when its last path component
-/// (after the last `/` or `\`) equals `file_name`, so `images/ubuntu.iso`
-/// serves for `ubuntu.iso`. Several matches are fine as long as they agree
+/// An entry matches when its name is `file_name` or `./` followed by it; if
+/// none does, an entry matches when its last path component (after the last
+/// `/` or `\`) is `file_name`, so `images/ubuntu.iso` serves for
+/// `ubuntu.iso`. Several matches are fine as long as they agree
 /// on the hash; otherwise the answer is ambiguous and an error.
 pub fn find_checksum(
     entries: &[ChecksumEntry],

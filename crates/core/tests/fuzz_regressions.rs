@@ -76,3 +76,8 @@ fn checks_pass_on_well_formed_inputs() {
     checks::check_headers(b"5, 5");
     checks::check_headers(b"attachment; filename*=UTF-8''x%20y.iso");
 }
+
+#[test]
+fn journal() {
+    replay("journal", checks::check_journal);
+}

@@ -1,0 +1,6 @@
+//! Fuzz target `journal`: the property lives in `rangefetch_fuzz::check_journal`,
+//! shared with the regression replay in `crates/core/tests/fuzz_regressions.rs`.
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| rangefetch_fuzz::check_journal(data));
