@@ -9,7 +9,7 @@ use rangefetch_testserver::{Fault, FaultRule, FaultScript, FileSpec, ServerConfi
 
 const USAGE: &str = "\
 usage: rangefetch-testserver --size SIZE [--seed N] [--port PORT] [--path /img.bin]
-                             [--flaky] [--throttle RATE] [--no-ranges]
+                             [--flaky] [--throttle RATE] [--cut MIN-MAX] [--no-ranges]
 
   --size SIZE      file size, e.g. 1GiB, 500MB, 4096 (required)
   --seed N         content seed (default 1)
@@ -18,6 +18,8 @@ usage: rangefetch-testserver --size SIZE [--seed N] [--port PORT] [--path /img.b
   --flaky          throttle each connection to 25MiB/s and cut responses at random
                    after 8-64MiB, so clients must retry
   --throttle RATE  per-connection rate in bytes per second, e.g. 20MiB
+  --cut MIN-MAX    close every response after a random count of body bytes in
+                   [MIN, MAX), e.g. 5MB-50MB (overrides --flaky's interval)
   --no-ranges      ignore Range and omit Accept-Ranges
 
 Prints one line `URL=... SHA256=... SIZE=...`, then serves until SIGTERM or Ctrl-C.";
@@ -37,6 +39,7 @@ struct Args {
     path: String,
     flaky: bool,
     throttle: Option<u64>,
+    cut: Option<std::ops::Range<u64>>,
     ranges: bool,
 }
 
@@ -77,10 +80,11 @@ fn serve(args: &Args) -> std::io::Result<()> {
     if let Some(bytes_per_sec) = rate {
         rules.push(FaultRule::always(Fault::Throttle { bytes_per_sec }));
     }
-    if args.flaky {
+    let cut = args.cut.clone().or(args.flaky.then_some(FLAKY_CUT));
+    if let Some(cut) = cut {
         rules.push(FaultRule::always(Fault::CutRandom {
-            min: FLAKY_CUT.start,
-            max: FLAKY_CUT.end,
+            min: cut.start,
+            max: cut.end,
         }));
     }
     let config = ServerConfig {
@@ -136,6 +140,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
         path: "/img.bin".to_owned(),
         flaky: false,
         throttle: None,
+        cut: None,
         ranges: true,
     };
     while let Some(arg) = args.next() {
@@ -166,6 +171,17 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
             }
             "--throttle" => parsed.throttle = Some(parse_size(&value()?)?),
             "--flaky" => parsed.flaky = true,
+            "--cut" => {
+                let text = value()?;
+                let (min, max) = text
+                    .split_once('-')
+                    .ok_or_else(|| format!("--cut wants MIN-MAX, got {text:?}"))?;
+                let (min, max) = (parse_size(min)?, parse_size(max)?);
+                if min >= max {
+                    return Err(format!("--cut: {min} is not below {max}"));
+                }
+                parsed.cut = Some(min..max);
+            }
             "--no-ranges" => parsed.ranges = false,
             _ => return Err(format!("unknown argument {arg:?}")),
         }
@@ -243,9 +259,16 @@ mod tests {
                 path: "/a.bin".to_owned(),
                 flaky: true,
                 throttle: Some(20 << 20),
+                cut: None,
                 ranges: false,
             }
         );
+        let Ok(Command::Serve(args)) = parse("--size 1GiB --cut 5MB-50MB") else {
+            panic!("expected a serve command");
+        };
+        assert_eq!(args.cut, Some(5_000_000..50_000_000));
+        assert!(parse("--size 1 --cut 5MB").is_err());
+        assert!(parse("--size 1 --cut 50MB-5MB").is_err());
         assert_eq!(parse("--help"), Ok(Command::Help));
         assert!(parse("").is_err(), "size is required");
         assert!(parse("--size").is_err());
