@@ -12,8 +12,8 @@ use rangefetch_core::checksums::{ChecksumLookupError, Sha256Hex, find_checksum, 
 use rangefetch_core::header::{
     parse_content_length, parse_etag, parse_http_date, parse_retry_after,
 };
-use rangefetch_core::name::{content_disposition_filename, file_name_from_url, sanitize_file_name};
 use rangefetch_core::journal::Journal;
+use rangefetch_core::name::{content_disposition_filename, file_name_from_url, sanitize_file_name};
 use rangefetch_core::range::{format_content_range, parse_content_range};
 use rangefetch_core::size::{format_size, parse_size};
 
@@ -154,13 +154,20 @@ pub fn check_journal(data: &[u8]) {
     let Ok(journal) = Journal::decode(data) else {
         return;
     };
-    assert_eq!(journal.encode(), data, "a decoded journal re-encodes differently");
+    assert_eq!(
+        journal.encode(),
+        data,
+        "a decoded journal re-encodes differently"
+    );
     assert!(journal.done.ranges().iter().all(|r| r.end <= journal.total));
     assert!(journal.hashed <= journal.done.prefix_end());
     // Any truncation of a valid journal is rejected.
     for cut in [0, data.len() / 2, data.len().saturating_sub(1)] {
         if cut < data.len() {
-            assert!(Journal::decode(&data[..cut]).is_err(), "a journal cut at {cut} decoded");
+            assert!(
+                Journal::decode(&data[..cut]).is_err(),
+                "a journal cut at {cut} decoded"
+            );
         }
     }
 }

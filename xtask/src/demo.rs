@@ -214,10 +214,16 @@ impl Server {
                     timeout.as_secs()
                 )
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => match self.child.try_wait() {
-                Ok(Some(status)) => bail!("the test server exited with {}", describe(status)),
-                _ => bail!("the test server closed its stdout without printing its URL"),
-            },
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Its stdout closes a moment before it can be reaped.
+                for _ in 0..50 {
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        bail!("the test server exited with {}", describe(status));
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+                bail!("the test server closed its stdout without printing its URL")
+            }
         }
     }
 }

@@ -476,11 +476,12 @@ impl Download {
                             "the remote file changed during the download ({error}); starting over"
                         ),
                     });
-                    // Truncate so no byte of the old version can survive.
+                    // Unlink rather than truncate: no byte of the old version
+                    // can survive, and the previous attempt's hasher, which
+                    // may still be reading its map of the old file, keeps a
+                    // valid inode instead of faulting on a truncated one.
                     let _ = std::fs::remove_file(&state_path);
-                    if let Ok(part) = PartFile::open(&part_path, self.config.write_mode) {
-                        let _ = part.set_len(0);
-                    }
+                    let _ = std::fs::remove_file(&part_path);
                 }
                 other => return other,
             }

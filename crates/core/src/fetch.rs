@@ -103,8 +103,8 @@ impl Source {
             .clone()
     }
 
-    fn if_range(&self) -> Option<&str> {
-        match self.if_range_mode.load(Ordering::Relaxed) {
+    fn if_range(&self, mode: u8) -> Option<&str> {
+        match mode {
             IF_RANGE_ETAG => self.validator.if_range(),
             IF_RANGE_DATE => self.validator.last_modified.as_deref(),
             _ => None,
@@ -305,7 +305,7 @@ impl Fetcher {
                 Some(response) => (0, self.stream_body(id, 0, want, response).await),
                 None => {
                     let Some(idx) = self.pick_source(jitter) else {
-                        self.plan().release(id);
+                        self.plan().abort();
                         return Err(
                             Error::new(ErrorKind::Network, "every source failed").with_range(want)
                         );
@@ -356,7 +356,9 @@ impl Fetcher {
                 || failures > self.policy.retries
                 || total_retries >= self.policy.download_retries
             {
-                self.plan().release(id);
+                // The download fails: nobody may take this range, or any
+                // other, for a request that can only fail the same way.
+                self.plan().abort();
                 return Err(error.with_range(still_wanted).with_attempts(failures));
             }
             let backoff = backoff_delay(
@@ -418,7 +420,10 @@ impl Fetcher {
             .get(url.clone())
             .header(header::RANGE, range_value)
             .header(header::ACCEPT_ENCODING, "identity");
-        if let Some(validator) = source.if_range() {
+        // The form this request uses: a late answer to it may demote only
+        // this form, never one a newer request already switched to.
+        let mode = source.if_range_mode.load(Ordering::Relaxed);
+        if let Some(validator) = source.if_range(mode) {
             request = request.header(header::IF_RANGE, validator);
         }
         let response = match tokio::time::timeout(self.policy.stall_timeout, request.send()).await {
@@ -435,7 +440,7 @@ impl Fetcher {
                 .with_url(&url));
             }
         };
-        let got = self.check_response(idx, &url, &response, want)?;
+        let got = self.check_response(idx, &url, &response, want, mode)?;
         self.stream_body(id, idx, got, response).await
     }
 
@@ -447,6 +452,7 @@ impl Fetcher {
         url: &Url,
         response: &Response,
         want: ByteRange,
+        mode: u8,
     ) -> Result<ByteRange> {
         let source = &self.sources[idx];
         let headers = response.headers();
@@ -461,7 +467,6 @@ impl Fetcher {
                     && header_str(headers, header::CONTENT_LENGTH)
                         .and_then(crate::header::parse_content_length)
                         .is_none_or(|len| Some(len) == self.total);
-                let mode = source.if_range_mode.load(Ordering::Relaxed);
                 if same_version && mode != IF_RANGE_NONE {
                     // A 200 carrying the very validator we sent: the server
                     // mishandles this If-Range form, not a changed file.
@@ -471,7 +476,12 @@ impl Fetcher {
                     } else {
                         IF_RANGE_NONE
                     };
-                    source.if_range_mode.store(next, Ordering::Relaxed);
+                    let _ = source.if_range_mode.compare_exchange(
+                        mode,
+                        next,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                     warn!(url = %redact_url(url), "server ignores If-Range although the file is unchanged; using another form");
                     return Err(Error::new(
                         ErrorKind::Protocol,

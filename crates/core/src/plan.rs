@@ -246,6 +246,14 @@ impl Scheduler {
         }
     }
 
+    /// Stops handing out work: pending ranges and tasks are dropped (their
+    /// owners see empty claims), written bytes stay recorded. Used when the
+    /// download fails, so no connection starts a request that is moot.
+    pub fn abort(&mut self) {
+        self.pending.clear();
+        self.tasks.clear();
+    }
+
     /// Forgets all progress: everything becomes pending again and every task
     /// is dropped (their owners see empty claims). Used when the remote
     /// changed and the partial data must be discarded.
