@@ -328,15 +328,13 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
     if let Some(parent) = download
         .output()
         .parent()
-        .filter(|p| !p.as_os_str().is_empty())
+        .filter(|p| !p.as_os_str().is_empty() && !p.is_dir())
     {
-        if !parent.is_dir() {
-            return Err(Failure::new(
-                exit::IO,
-                anyhow::anyhow!("output directory {} does not exist", parent.display()),
-            )
-            .hint("create it first, or choose another path with -o"));
-        }
+        return Err(Failure::new(
+            exit::IO,
+            anyhow::anyhow!("output directory {} does not exist", parent.display()),
+        )
+        .hint("create it first, or choose another path with -o"));
     }
     let part = rangefetch_core::part_path(download.output());
     let signals = tokio::spawn(watch_signals(cancel));

@@ -16,7 +16,7 @@ usage: rangefetch-testserver --size SIZE [--seed N] [--port PORT] [--path /img.b
   --port PORT      loopback port (default 0: any free port)
   --path PATH      URL path of the file (default /img.bin)
   --flaky          throttle each connection to 25MiB/s and cut responses at random
-                   after 8-64MiB, so clients must retry
+                   after 2-24MiB, so clients must retry
   --throttle RATE  per-connection rate in bytes per second, e.g. 20MiB
   --cut MIN-MAX    close every response after a random count of body bytes in
                    [MIN, MAX), e.g. 5MB-50MB (overrides --flaky's interval)
@@ -26,9 +26,9 @@ Prints one line `URL=... SHA256=... SIZE=...`, then serves until SIGTERM or Ctrl
 
 /// The `--flaky` link's per-connection rate: 8 connections move a GiB in about five seconds.
 const FLAKY_BYTES_PER_SEC: u64 = 25 << 20;
-/// The `--flaky` cut interval: long enough that chunks mostly progress, short enough that a
-/// GiB sees a dozen or more cuts.
-const FLAKY_CUT: std::ops::Range<u64> = (8 << 20)..(64 << 20);
+/// The `--flaky` cut interval: about a quarter of 8 MiB range responses are cut, so a GiB sees
+/// dozens of retries that each resume where the cut happened.
+const FLAKY_CUT: std::ops::Range<u64> = (2 << 20)..(24 << 20);
 
 /// The command line, parsed.
 #[derive(Debug, PartialEq)]
