@@ -46,7 +46,7 @@ fn demo_url(url: &str, rest: &[String]) -> Result<ExitCode> {
             "rangefetch",
         ])
         .run()?;
-    let rangefetch = target_dir(&root).join("release/rangefetch");
+    let rangefetch = crate::target_dir(&root).join("release/rangefetch");
     let status = Cmd::new(&rangefetch.display().to_string())
         .args(["get", url])
         .args(rest)
@@ -73,7 +73,7 @@ fn demo_local() -> Result<ExitCode> {
         ])
         .args(["--bin", "rangefetch", "--bin", "rangefetch-testserver"])
         .run()?;
-    let target = target_dir(&root);
+    let target = crate::target_dir(&root);
     let release = target.join("release");
 
     // Declared before the server so that it is dropped after it: the server
@@ -135,22 +135,6 @@ fn demo_local() -> Result<ExitCode> {
         );
         eprintln!("{}", log_tail(&server_log_path));
         bail!("the demo download failed")
-    }
-}
-
-/// cargo's target directory, honouring CARGO_TARGET_DIR.
-fn target_dir(root: &Path) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    // cargo resolves a relative CARGO_TARGET_DIR against the directory it was
-    // started in, which is the caller's current directory.
-    if target.is_relative() {
-        std::env::current_dir()
-            .map(|cwd| cwd.join(&target))
-            .unwrap_or(target)
-    } else {
-        target
     }
 }
 

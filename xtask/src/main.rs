@@ -7,6 +7,7 @@ mod cmd;
 mod demo;
 mod fuzz;
 mod hygiene;
+mod man;
 mod packages;
 mod test;
 
@@ -29,6 +30,7 @@ commands:
   demo [URL [ARGS...]]
         build the release binary and download 1 GiB from a local flaky
         test server; with URL, run `rangefetch get URL ARGS...` instead
+  man   write the manual page to target/man/rangefetch.1
   bench-compare
         compare against other download tools (not yet implemented)";
 
@@ -79,6 +81,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         "fuzz" => fuzz::run(rest),
         "demo" => demo::run(rest),
         "bench-compare" => bench_compare::run(rest),
+        "man" => man::run(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -113,4 +116,20 @@ pub fn parse_seconds(flag: &str, value: Option<&String>) -> Result<u64> {
 /// Prints a step heading, so a CI log reads as a list of what ran.
 pub fn heading(title: &str) {
     eprintln!("\n==> {title}");
+}
+
+/// cargo's target directory, honouring CARGO_TARGET_DIR.
+pub fn target_dir(root: &Path) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    // cargo resolves a relative CARGO_TARGET_DIR against the directory it was
+    // started in, which is the caller's current directory.
+    if target.is_relative() {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(&target))
+            .unwrap_or(target)
+    } else {
+        target
+    }
 }

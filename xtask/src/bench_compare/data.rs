@@ -36,8 +36,14 @@ impl DataFile {
             let _ = fs::remove_file(&digest_path);
             create_random(&path, size)?;
         }
+        // A digest older than its file belongs to an earlier file of that size.
+        let modified = |path: &Path| fs::metadata(path).and_then(|meta| meta.modified()).ok();
+        let digest_current = matches!(
+            (modified(&digest_path), modified(&path)),
+            (Some(digest), Some(file)) if digest >= file
+        );
         let sha256 = match fs::read_to_string(&digest_path) {
-            Ok(text) if is_sha256_hex(text.trim()) => text.trim().to_owned(),
+            Ok(text) if digest_current && is_sha256_hex(text.trim()) => text.trim().to_owned(),
             _ => {
                 eprintln!("hashing {}", path.display());
                 let sha256 = hash(rangefetch, &path)?;
@@ -70,7 +76,9 @@ fn create_random(path: &Path, size: u64) -> Result<()> {
     let mut buffer = vec![0u8; 1 << 20];
     let mut left = size;
     while left > 0 {
-        let step = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let step = buffer
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
         random
             .read_exact(&mut buffer[..step])
             .context("cannot read /dev/urandom")?;

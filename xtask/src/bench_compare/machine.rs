@@ -74,7 +74,10 @@ pub fn describe(root: &Path, out: &Path, rangefetch: &Path, programs: &[&str]) -
         commit.unwrap_or_else(|| "?".to_owned()),
         if dirty { ", with local changes" } else { "" }
     ));
-    let versions: Vec<String> = programs.iter().filter_map(|program| version(program)).collect();
+    let versions: Vec<String> = programs
+        .iter()
+        .filter_map(|program| version(program))
+        .collect();
     lines.push(format!("- versions: {}", versions.join("; ")));
     lines
 }
@@ -97,12 +100,24 @@ fn version(program: &str) -> Option<String> {
     } else {
         first_line(program, &["--version"])?
     };
-    let short = line
-        .split(" (")
-        .next()
-        .and_then(|line| line.split(" - ").next())
-        .unwrap_or(&line);
-    Some(short.trim().to_owned())
+    Some(short_version(&line).to_owned())
+}
+
+/// `curl 7.88.1 (x86_64-pc-linux-gnu) libcurl/…` → `curl 7.88.1`, and
+/// `GNU Wget2 1.99.1 - multithreaded …` → `GNU Wget2 1.99.1`; but
+/// `sha256sum (GNU coreutils) 9.1` stays whole: its number comes last.
+fn short_version(line: &str) -> &str {
+    let line = line.split(" - ").next().unwrap_or(line);
+    let short = match line.split_once(" (") {
+        Some((name, _)) if name.split_whitespace().any(looks_like_version) => name,
+        _ => line,
+    };
+    short.trim()
+}
+
+/// `7.88.1`, `2.17.11`: a digit first, and a dot.
+fn looks_like_version(word: &str) -> bool {
+    word.starts_with(|c: char| c.is_ascii_digit()) && word.contains('.')
 }
 
 /// The first line a command prints on stdout, if it runs and succeeds.
@@ -120,4 +135,26 @@ fn first_line(program: &str, args: &[&str]) -> Option<String> {
         .lines()
         .next()
         .map(|line| line.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_lose_their_build_details() {
+        assert_eq!(
+            short_version("curl 7.88.1 (x86_64-pc-linux-gnu) libcurl/7.88.1 OpenSSL/3.0.15"),
+            "curl 7.88.1"
+        );
+        assert_eq!(
+            short_version("GNU Wget2 1.99.1 - multithreaded metalink/file/website downloader"),
+            "GNU Wget2 1.99.1"
+        );
+        assert_eq!(short_version("Axel 2.17.11 (linux-gnu)"), "Axel 2.17.11");
+        assert_eq!(
+            short_version("sha256sum (GNU coreutils) 9.1"),
+            "sha256sum (GNU coreutils) 9.1"
+        );
+    }
 }

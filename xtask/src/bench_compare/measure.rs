@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::data::{self, is_sha256_hex};
-use super::server::{own_group, signal, stat_fields};
+use super::server::{signal, stat_fields};
 use super::tool::{Job, Verify};
 use crate::cmd::describe;
 
@@ -53,9 +53,10 @@ pub struct Resources {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct EventTiming {
     /// The final `done` event's `elapsed_s` minus the `downloaded` event's
-    /// `t_s`: from the last byte received to verified and in place. `None`
-    /// if an event is missing or the difference is negative (the two
-    /// figures come from clocks started at slightly different moments).
+    /// `t_s`: from the last byte received to verified and in place. `t_s`
+    /// counts from when the CLI set up its output, `elapsed_s` from the
+    /// engine's start a little later, so this slightly understates the
+    /// interval; `None` if an event is missing or the difference is negative.
     pub last_byte_to_verified: Option<Duration>,
     /// The same interval on our clock: arrival of the `done` line minus
     /// arrival of the `downloaded` line.
@@ -85,8 +86,7 @@ impl Runner {
         if !self.quiet_wait.is_zero() {
             wait_for_quiet(self.quiet_wait);
         }
-        writeln!(log, "=== {} :: {}", job.label, job.shown)
-            .context("cannot write the tool log")?;
+        writeln!(log, "=== {} :: {}", job.label, job.shown).context("cannot write the tool log")?;
         let time_report = self.scratch_dir.join("time.txt");
         let _ = fs::remove_file(&time_report);
         let mut command = match &self.time_program {
@@ -220,6 +220,16 @@ impl Runner {
             Err(why) => Some(why),
         }
     }
+}
+
+/// Starts the tool in a process group of its own, so that it and everything
+/// it forks (a pipeline's processes) can be killed together on a timeout. A
+/// Ctrl-C in the terminal therefore does not reach it: it ends its download
+/// alone. The servers stay in xtask's group, so that a Ctrl-C stops them
+/// (xtask dies without running its guards).
+fn own_group(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    command.process_group(0)
 }
 
 fn reset_dir(dir: &Path) -> Result<()> {
@@ -370,13 +380,22 @@ mod tests {
         let later = start + Duration::from_millis(30);
         let lines = vec![
             (start, r#"{"event":"progress","t_s":0.5}"#.to_owned()),
-            (start, r#"{"bytes":10,"event":"downloaded","t_s":2.0}"#.to_owned()),
-            (later, r#"{"elapsed_s":2.04,"event":"done","ok":true,"retries":3}"#.to_owned()),
+            (
+                start,
+                r#"{"bytes":10,"event":"downloaded","t_s":2.0}"#.to_owned(),
+            ),
+            (
+                later,
+                r#"{"elapsed_s":2.04,"event":"done","ok":true,"retries":3}"#.to_owned(),
+            ),
         ];
         let timing = event_timing(&lines);
         let json_gap = timing.last_byte_to_verified.expect("both events present");
         assert!((json_gap.as_secs_f64() - 0.04).abs() < 1e-9);
-        assert_eq!(timing.last_byte_to_verified_seen, Some(Duration::from_millis(30)));
+        assert_eq!(
+            timing.last_byte_to_verified_seen,
+            Some(Duration::from_millis(30))
+        );
         assert_eq!(timing.retries, Some(3));
         assert_eq!(event_timing(&lines[..2]), EventTiming::default());
     }

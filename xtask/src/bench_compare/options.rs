@@ -113,8 +113,8 @@ pub struct Options {
     pub scenarios: Vec<Scenario>,
     pub tools: Vec<Tool>,
     pub sizes: Sizes,
-    /// The out directory, relative to the workspace root unless absolute.
-    pub out: PathBuf,
+    /// The out directory; `None` is `bench-compare` in cargo's target directory.
+    pub out: Option<PathBuf>,
     pub install: bool,
     pub quiet_wait: Duration,
     pub flaky_script: Option<PathBuf>,
@@ -139,7 +139,7 @@ pub fn parse(args: &[String]) -> Result<Request> {
         Scenario::Rss,
     ];
     let mut tools = Tool::ALL.to_vec();
-    let mut out = PathBuf::from("target/bench-compare");
+    let mut out = None;
     let mut install = true;
     let mut quiet_wait = Duration::ZERO;
     let mut flaky_script = None;
@@ -165,7 +165,7 @@ pub fn parse(args: &[String]) -> Result<Request> {
             "--tools" => tools = parse_list(flag, &value()?, Tool::parse)?,
             "--sizes" => sizes = Some(parse_sizes(&value()?)?),
             "--quick" => quick = true,
-            "--out" => out = PathBuf::from(value()?),
+            "--out" => out = Some(PathBuf::from(value()?)),
             "--no-install" => install = false,
             "--quiet-wait" => {
                 let seconds = parse_count(flag, &value()?, 0)?;
@@ -189,7 +189,10 @@ pub fn parse(args: &[String]) -> Result<Request> {
 }
 
 fn usage(message: String) -> anyhow::Error {
-    Usage(format!("bench-compare: {message} (see `cargo xtask bench-compare --help`)")).into()
+    Usage(format!(
+        "bench-compare: {message} (see `cargo xtask bench-compare --help`)"
+    ))
+    .into()
 }
 
 fn parse_count(flag: &str, text: &str, min: usize) -> Result<usize> {
@@ -208,8 +211,13 @@ fn parse_list<T: PartialEq>(
     parse_one: impl Fn(&str) -> Option<T>,
 ) -> Result<Vec<T>> {
     let mut items = Vec::new();
-    for name in text.split(',').map(str::trim).filter(|name| !name.is_empty()) {
-        let item = parse_one(name).ok_or_else(|| usage(format!("{flag}: unknown name `{name}`")))?;
+    for name in text
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+    {
+        let item =
+            parse_one(name).ok_or_else(|| usage(format!("{flag}: unknown name `{name}`")))?;
         if !items.contains(&item) {
             items.push(item);
         }
@@ -264,7 +272,7 @@ pub fn format_size(bytes: u64) -> String {
     const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
     UNITS
         .iter()
-        .find(|(unit, _)| bytes >= *unit && bytes % unit == 0)
+        .find(|(unit, _)| bytes >= *unit && bytes.is_multiple_of(*unit))
         .map(|(unit, name)| format!("{}{name}", bytes / unit))
         .unwrap_or_else(|| format!("{bytes}B"))
 }
@@ -322,7 +330,7 @@ mod tests {
             }
         );
         assert!(!sized.install);
-        assert_eq!(sized.out, PathBuf::from("/tmp/x"));
+        assert_eq!(sized.out, Some(PathBuf::from("/tmp/x")));
     }
 
     #[test]

@@ -61,7 +61,11 @@ impl Summary {
             ),
             peak_rss_bytes: median(&rss),
             peak_rss_max_bytes: rss.iter().copied().max(),
-            other_cpu: median(&ok.iter().filter_map(|run| run.other_cpu).collect::<Vec<_>>()),
+            other_cpu: median(
+                &ok.iter()
+                    .filter_map(|run| run.other_cpu)
+                    .collect::<Vec<_>>(),
+            ),
             failures,
             last_byte_to_verified: median(
                 &events
@@ -75,7 +79,11 @@ impl Summary {
                     .filter_map(|timing| timing.last_byte_to_verified_seen)
                     .collect::<Vec<_>>(),
             ),
-            retries: median(&events.filter_map(|timing| timing.retries).collect::<Vec<_>>()),
+            retries: median(
+                &events
+                    .filter_map(|timing| timing.retries)
+                    .collect::<Vec<_>>(),
+            ),
         }
     }
 
@@ -111,7 +119,11 @@ impl Table {
     }
 
     pub fn render(&self) -> String {
-        let line = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
+        // A `|` inside a cell, even in backticks, would end the cell.
+        let line = |cells: &[String]| {
+            let cells: Vec<String> = cells.iter().map(|cell| cell.replace('|', "\\|")).collect();
+            format!("| {} |\n", cells.join(" | "))
+        };
         let mut text = line(&self.header);
         text.push_str(&line(&vec!["---".to_owned(); self.header.len()]));
         for row in &self.rows {
@@ -134,7 +146,8 @@ impl Check {
     pub fn at_most(target: &str, value: Option<f64>, limit: f64) -> Check {
         Check {
             target: target.to_owned(),
-            measured: value.map_or_else(|| "not measured".to_owned(), |value| format!("{value:.2}")),
+            measured: value
+                .map_or_else(|| "not measured".to_owned(), |value| format!("{value:.2}")),
             pass: value.map(|value| value <= limit),
         }
     }
@@ -168,7 +181,10 @@ pub fn ratio(numerator: Option<Duration>, denominator: Option<Duration>) -> Opti
 }
 
 pub fn seconds(duration: Option<Duration>) -> String {
-    duration.map_or_else(|| "–".to_owned(), |duration| format!("{:.2}", duration.as_secs_f64()))
+    duration.map_or_else(
+        || "–".to_owned(),
+        |duration| format!("{:.2}", duration.as_secs_f64()),
+    )
 }
 
 pub fn milliseconds(duration: Option<Duration>) -> String {
@@ -179,7 +195,10 @@ pub fn milliseconds(duration: Option<Duration>) -> String {
 }
 
 pub fn mebibytes(bytes: Option<u64>) -> String {
-    bytes.map_or_else(|| "–".to_owned(), |bytes| format!("{:.1}", bytes as f64 / f64::from(1 << 20)))
+    bytes.map_or_else(
+        || "–".to_owned(),
+        |bytes| format!("{:.1}", bytes as f64 / f64::from(1 << 20)),
+    )
 }
 
 pub fn times(value: Option<f64>) -> String {
@@ -188,7 +207,12 @@ pub fn times(value: Option<f64>) -> String {
 
 /// The usual row of a tool table: `ok`, wall, MB/s, CPU, peak RSS, ratio to
 /// the reference, other CPU.
-pub fn tool_row(label: &str, summary: &Summary, size: u64, reference: Option<Duration>) -> Vec<String> {
+pub fn tool_row(
+    label: &str,
+    summary: &Summary,
+    size: u64,
+    reference: Option<Duration>,
+) -> Vec<String> {
     let wall = summary.wall.map_or_else(
         || "failed".to_owned(),
         |wall| {
@@ -273,13 +297,30 @@ mod tests {
     #[test]
     fn rows_and_tables_render() {
         let summary = Summary::of(&[run(2000, None)]);
-        let row = tool_row("curl", &summary, 1_000_000_000, Some(Duration::from_secs(1)));
+        let row = tool_row(
+            "curl",
+            &summary,
+            1_000_000_000,
+            Some(Duration::from_secs(1)),
+        );
         assert_eq!(
             row,
-            ["curl", "1/1", "2.00 (2.00–2.00)", "500", "1.00", "2000.0", "2.00", "–"]
+            [
+                "curl",
+                "1/1",
+                "2.00 (2.00–2.00)",
+                "500",
+                "1.00",
+                "2000.0",
+                "2.00",
+                "–"
+            ]
         );
         let mut table = Table::new(["a", "b"]);
-        table.row(vec!["1".to_owned(), "2".to_owned()]);
-        assert_eq!(table.render(), "| a | b |\n| --- | --- |\n| 1 | 2 |\n");
+        table.row(vec!["1".to_owned(), "`x | y`".to_owned()]);
+        assert_eq!(
+            table.render(),
+            "| a | b |\n| --- | --- |\n| 1 | `x \\| y` |\n"
+        );
     }
 }

@@ -20,6 +20,12 @@ use crate::cmd::{Cmd, describe};
 /// nginx's per-connection rate in the throttled server block: `20m` is 20 MiB/s.
 pub const SLOW_RATE_BYTES_PER_SEC: u64 = 20 << 20;
 const SLOW_RATE_NGINX: &str = "20m";
+/// nginx paces a throttled response by sleeping *after* each write, and a
+/// write is up to `sendfile_max_chunk` (2 MiB by default since 1.21.4): a
+/// response of 2 MiB or less would leave at full speed, and every response
+/// would gain one write's head start. Small writes make the rate hold for
+/// any request size, so that size ÷ (connections × rate) is a true floor.
+const SLOW_WRITE_CHUNK_NGINX: &str = "256k";
 /// How long a server may take to answer after it starts. The test server
 /// hashes its whole file first: seconds for 4 GiB on a busy machine.
 const START_TIMEOUT: Duration = Duration::from_secs(300);
@@ -48,7 +54,12 @@ pub struct Nginx {
 impl Nginx {
     /// Starts nginx serving `docroot`, and returns once both ports answer
     /// with `probe`'s size.
-    pub fn start(program: &Path, docroot: &Path, state_dir: &Path, probe: &DataFile) -> Result<Nginx> {
+    pub fn start(
+        program: &Path,
+        docroot: &Path,
+        state_dir: &Path,
+        probe: &DataFile,
+    ) -> Result<Nginx> {
         fs::create_dir_all(state_dir)
             .with_context(|| format!("cannot create {}", state_dir.display()))?;
         let [fast_port, slow_port] = free_ports()?;
@@ -72,16 +83,14 @@ impl Nginx {
             .no_stdin()
             .run()
             .context("nginx rejected the benchmark's configuration")?;
-        let child = own_group(
-            Cmd::new(&program.display().to_string())
-                .args(nginx_args)
-                .args(["-g", "daemon off;"])
-                .spawnable()
-                .stdin(Stdio::null())
-                .stdout(Stdio::null()),
-        )
-        .spawn()
-        .context("cannot start nginx")?;
+        let child = Cmd::new(&program.display().to_string())
+            .args(nginx_args)
+            .args(["-g", "daemon off;"])
+            .spawnable()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start nginx")?;
         let mut nginx = Nginx {
             child,
             fast_port,
@@ -138,15 +147,24 @@ impl Drop for Nginx {
             }
             thread::sleep(Duration::from_millis(50));
         }
-        // Still there: the whole process group we started it in.
-        signal("-KILL", &format!("-{pid}"));
+        // Still there: the master and the workers it started.
+        for pid in &self.pids {
+            signal("-KILL", &pid.to_string());
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
 /// The config, in the words of `serve.sh`'s method: sendfile, keep-alive,
 /// no access log, every path inside `dir`.
-fn nginx_conf(dir: &Path, docroot: &Path, fast_port: u16, slow_port: u16, build_flags: &str) -> String {
+fn nginx_conf(
+    dir: &Path,
+    docroot: &Path,
+    fast_port: u16,
+    slow_port: u16,
+    build_flags: &str,
+) -> String {
     let dir = dir.display();
     let docroot = docroot.display();
     // A temp path directive of a module that is not built in is a fatal error.
@@ -182,6 +200,7 @@ http {{
         listen 127.0.0.1:{slow_port};
         root {docroot};
         limit_rate {SLOW_RATE_NGINX};
+        sendfile_max_chunk {SLOW_WRITE_CHUNK_NGINX};
     }}
 }}
 "
@@ -207,18 +226,16 @@ impl ChildServer {
     ) -> Result<ChildServer> {
         let log_file =
             File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-        let mut child = own_group(
-            Cmd::new(&program.display().to_string())
-                .args(["--size".to_owned(), size.to_string()])
-                .args(["--seed".to_owned(), seed.to_string()])
-                .args(extra.iter().cloned())
-                .spawnable()
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(log_file),
-        )
-        .spawn()
-        .context("cannot start rangefetch-testserver")?;
+        let mut child = Cmd::new(&program.display().to_string())
+            .args(["--size".to_owned(), size.to_string()])
+            .args(["--seed".to_owned(), seed.to_string()])
+            .args(extra.iter().cloned())
+            .spawnable()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .context("cannot start rangefetch-testserver")?;
         let stdout = child.stdout.take().expect("stdout was set to piped");
         let (sender, lines) = mpsc::channel();
         // Keeps draining stdout so the server never blocks on a full pipe.
@@ -286,24 +303,23 @@ impl ChildServer {
         let (min, max) = cut.unwrap_or((u64::MAX / 4, u64::MAX / 4));
         let log_file =
             File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-        let mut child = own_group(
-            Cmd::new("python3")
-                .arg(script.display().to_string())
-                .args(["--port".to_owned(), port.to_string()])
-                .args(["--root".to_owned(), docroot.display().to_string()])
-                .args(["--min-drop".to_owned(), min.to_string()])
-                .args(["--max-drop".to_owned(), max.to_string()])
-                .args(["--mode", "fin", "--seed", "7"])
-                .spawnable()
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log_file),
-        )
-        .spawn()
-        .context("cannot start python3 with the flaky server script")?;
+        let mut child = Cmd::new("python3")
+            .arg(script.display().to_string())
+            .args(["--port".to_owned(), port.to_string()])
+            .args(["--root".to_owned(), docroot.display().to_string()])
+            .args(["--min-drop".to_owned(), min.to_string()])
+            .args(["--max-drop".to_owned(), max.to_string()])
+            .args(["--mode", "fin", "--seed", "7"])
+            .spawnable()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .context("cannot start python3 with the flaky server script")?;
         let path = format!("/{}", file.file_name);
-        wait_until_served(&mut child, port, &path, file.size)
-            .with_context(|| format!("the flaky server did not come up (log: {})", log.display()))?;
+        wait_until_served(&mut child, port, &path, file.size).with_context(|| {
+            format!("the flaky server did not come up (log: {})", log.display())
+        })?;
         Ok(ChildServer {
             source: Source {
                 url: format!("http://127.0.0.1:{port}{path}"),
@@ -325,14 +341,6 @@ impl Drop for ChildServer {
     }
 }
 
-/// Starts the command in a process group of its own, so that it and
-/// everything it forks can be signalled together, and a Ctrl-C in the
-/// terminal reaches only xtask's own group.
-pub fn own_group(command: &mut Command) -> &mut Command {
-    use std::os::unix::process::CommandExt;
-    command.process_group(0)
-}
-
 /// `kill SIGNAL TARGET` through procps' kill (a negative target is a process
 /// group); failures mean the target is already gone.
 pub fn signal(signal: &str, target: &str) {
@@ -347,8 +355,10 @@ pub fn signal(signal: &str, target: &str) {
 /// Two loopback ports that were free a moment ago (both held until both
 /// are found, so they differ).
 fn free_ports() -> Result<[u16; 2]> {
-    let first = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot bind a loopback port")?;
-    let second = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot bind a loopback port")?;
+    let first =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot bind a loopback port")?;
+    let second =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot bind a loopback port")?;
     Ok([first.local_addr()?.port(), second.local_addr()?.port()])
 }
 
@@ -416,12 +426,20 @@ fn process_and_children(pid: u32) -> Vec<u32> {
         return pids;
     };
     for entry in entries.flatten() {
-        let Some(child) = entry.file_name().to_str().and_then(|name| name.parse().ok()) else {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse().ok())
+        else {
             continue;
         };
         let parent = fs::read_to_string(format!("/proc/{child}/stat"))
             .ok()
-            .and_then(|stat| stat_fields(&stat).get(1).and_then(|ppid| ppid.parse::<u32>().ok()));
+            .and_then(|stat| {
+                stat_fields(&stat)
+                    .get(1)
+                    .and_then(|ppid| ppid.parse::<u32>().ok())
+            });
         if parent == Some(pid) {
             pids.push(child);
         }
@@ -452,7 +470,9 @@ mod tests {
         );
         assert!(conf.contains("scgi_temp_path /s/tmp-scgi;"));
         assert!(!conf.contains("uwsgi_temp_path"));
-        assert!(conf.contains("listen 127.0.0.1:2;\n        root /d;\n        limit_rate 20m;"));
+        assert!(conf.contains(
+            "listen 127.0.0.1:2;\n        root /d;\n        limit_rate 20m;\n        sendfile_max_chunk 256k;"
+        ));
     }
 
     #[test]

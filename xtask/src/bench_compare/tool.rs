@@ -126,7 +126,9 @@ pub fn job(
     let n = CONNECTIONS.to_string();
     // Shell lines take the URL and output as "$1" and "$2", so no quoting is needed.
     let shell = |script: &str| -> (String, Vec<String>) {
-        let args = ["-c", script, "bash", &url, &out].map(str::to_owned).to_vec();
+        let args = ["-c", script, "bash", &url, &out]
+            .map(str::to_owned)
+            .to_vec();
         ("bash".to_owned(), args)
     };
     let shown_shell = |script: &str| script.replace("\"$1\"", "$URL").replace("\"$2\"", "$OUT");
@@ -213,7 +215,7 @@ pub fn job(
         }
     };
     Job {
-        label: tool.name().to_owned(),
+        label: row_label(tool, variant).to_owned(),
         tool,
         program,
         args,
@@ -223,6 +225,18 @@ pub fn job(
         json_events: tool == Tool::Rangefetch && variant.rangefetch_json,
         timeout,
         source: source.clone(),
+    }
+}
+
+/// The table row of a tool: its name and how it verifies.
+fn row_label(tool: Tool, variant: &Variant) -> &'static str {
+    match tool {
+        Tool::Rangefetch => "rangefetch",
+        Tool::Curl if variant.flaky => "curl -C - loop + sha256sum",
+        Tool::Curl => "curl | tee | sha256sum",
+        Tool::Aria2c => "aria2c --checksum",
+        Tool::Axel => "axel + sha256sum",
+        Tool::Wget2 => "wget2 + sha256sum",
     }
 }
 
@@ -251,7 +265,10 @@ mod tests {
             Duration::from_secs(1),
         );
         assert_eq!(job.program, "bash");
-        assert_eq!(job.args[3..], ["bash", "http://127.0.0.1:1/f.bin", "/d/f.bin"]);
+        assert_eq!(
+            job.args[2..],
+            ["bash", "http://127.0.0.1:1/f.bin", "/d/f.bin"]
+        );
         assert_eq!(job.shown, "axel -q -n 16 -o $OUT $URL && sha256sum $OUT");
         assert_eq!(job.verify, Verify::Stdout);
     }

@@ -147,7 +147,11 @@ fn stop_nginx_service() {
     } else {
         return;
     };
-    if !command.no_stdin().status().is_ok_and(|status| status.success()) {
+    if !command
+        .no_stdin()
+        .status()
+        .is_ok_and(|status| status.success())
+    {
         eprintln!("(could not stop the nginx service; the benchmark uses its own ports anyway)");
     }
 }

@@ -1,0 +1,657 @@
+//! The scenarios: which jobs each one times, from which server, and the
+//! markdown section and target checks each one reports. Jobs alternate:
+//! every round runs each job once, starting one job later than the round
+//! before, so that no tool always runs first or right after another.
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+
+use super::data::DataFile;
+use super::measure::{Run, Runner};
+use super::options::{Options, Scenario, Sizes, format_size};
+use super::report::{self, Check, Summary, Table, ratio, tool_row};
+use super::server::{ChildServer, Nginx, SLOW_RATE_BYTES_PER_SEC, Source};
+use super::tool::{self, CONNECTIONS, Job, Tool, Variant};
+
+/// Every response of the flaky link ends after a random count of body bytes in this range.
+const FLAKY_CUT_BYTES: (u64, u64) = (5_000_000, 50_000_000);
+/// The flag rangefetch-testserver would take for that, unthrottled.
+const TESTSERVER_CUT_FLAG: &str = "--cut";
+const TESTSERVER_CUT_VALUE: &str = "5MB-50MB";
+/// The issue's memory ceiling at default flags.
+const RSS_LIMIT_BYTES: u64 = 32 << 20;
+const SWEEP_CONNECTIONS: [u16; 5] = [1, 2, 4, 8, 16];
+const SWEEP_CHUNK_SIZES: [u64; 3] = [2 << 20, 8 << 20, 32 << 20];
+
+/// What the scenarios share.
+pub struct Context<'a> {
+    pub options: &'a Options,
+    /// The tools that can run here, in the requested order.
+    pub tools: &'a [Tool],
+    pub runner: &'a Runner,
+    pub rangefetch: &'a Path,
+    pub testserver: &'a Path,
+    pub python3: bool,
+    pub log_dir: &'a Path,
+    pub data_dir: &'a Path,
+    /// Every run, one line each.
+    pub csv: &'a mut File,
+    pub nginx: Option<&'a Nginx>,
+    pub big: Option<&'a DataFile>,
+    pub mid: Option<&'a DataFile>,
+    /// Set once the reference flaky script served a scenario, for the versions line.
+    pub used_python: bool,
+}
+
+/// One scenario's part of the results.
+#[derive(Default)]
+pub struct Section {
+    pub text: String,
+    pub checks: Vec<Check>,
+    /// Counted rangefetch runs that failed: a correctness problem, not noise.
+    pub rangefetch_failures: usize,
+}
+
+impl Context<'_> {
+    pub fn run(&mut self, scenario: Scenario) -> Result<Section> {
+        match scenario {
+            Scenario::Fast => self.fast(),
+            Scenario::Slow => self.slow(),
+            Scenario::Flaky => self.flaky(),
+            Scenario::Rss => self.rss(),
+            Scenario::Sweep => self.sweep(),
+        }
+    }
+
+    fn fast(&mut self) -> Result<Section> {
+        let (Some(nginx), Some(big)) = (self.nginx, self.big) else {
+            return Ok(skipped("fast", "nginx is not available"));
+        };
+        let source = nginx.fast(big);
+        let jobs = self.tool_jobs(&source, &Variant::default(), steady_timeout(big.size));
+        let summaries = self.run_rounds("fast", &jobs)?;
+        let mut section = Section::default();
+        let _ = writeln!(
+            section.text,
+            "## fast: {} from nginx, unthrottled, default flags\n",
+            format_size(big.size)
+        );
+        section.text.push_str(&tool_table(&jobs, &summaries));
+        let reference = reference_wall(&jobs, &summaries);
+        section.checks.push(Check::at_most(
+            "fast: rangefetch ÷ aria2c ≤ 0.20",
+            ratio(reference, wall_of(Tool::Aria2c, &jobs, &summaries)),
+            0.20,
+        ));
+        section.checks.push(Check::at_most(
+            "fast: rangefetch ÷ `curl | tee | sha256sum` ≤ 0.27",
+            ratio(reference, wall_of(Tool::Curl, &jobs, &summaries)),
+            0.27,
+        ));
+        section.finish("fast", &jobs, &summaries);
+        Ok(section)
+    }
+
+    fn slow(&mut self) -> Result<Section> {
+        let (Some(nginx), Some(mid)) = (self.nginx, self.mid) else {
+            return Ok(skipped("slow", "nginx is not available"));
+        };
+        let source = nginx.slow(mid);
+        let variant = Variant {
+            rangefetch_flags: vec!["-c".to_owned(), CONNECTIONS.to_string()],
+            rangefetch_json: true,
+            flaky: false,
+        };
+        let jobs = self.tool_jobs(&source, &variant, steady_timeout(mid.size));
+        let summaries = self.run_rounds("slow", &jobs)?;
+        let ideal = Duration::from_secs_f64(
+            mid.size as f64 / (f64::from(CONNECTIONS) * SLOW_RATE_BYTES_PER_SEC as f64),
+        );
+        let mut section = Section::default();
+        let _ = writeln!(
+            section.text,
+            "## slow: {} from nginx with `limit_rate 20m` per connection, {CONNECTIONS} connections\n\n\
+             (`sendfile_max_chunk 256k` in that server block, so that responses of any size are \
+             paced; rangefetch with `-c {CONNECTIONS}`, the others with their usual {CONNECTIONS}, curl with one)\n",
+            format_size(mid.size)
+        );
+        section.text.push_str(&tool_table(&jobs, &summaries));
+        let reference = reference_wall(&jobs, &summaries);
+        let rangefetch = reference_summary(&jobs, &summaries);
+        let _ = writeln!(
+            section.text,
+            "\nIdeal transfer time, size ÷ ({CONNECTIONS} × 20 MiB/s): {:.2} s; rangefetch ÷ ideal: {}.\n",
+            ideal.as_secs_f64(),
+            report::times(ratio(reference, Some(ideal)))
+        );
+        if let Some(summary) = rangefetch {
+            let _ = writeln!(
+                section.text,
+                "rangefetch, last byte received → verified (median): {} from its JSON events \
+                 (`done.elapsed_s − downloaded.t_s`), {} between those two lines' arrival here.",
+                report::milliseconds(summary.last_byte_to_verified),
+                report::milliseconds(summary.last_byte_to_verified_seen),
+            );
+        }
+        section.checks.push(Check::at_most(
+            "slow: rangefetch -c 16 ÷ ideal transfer time ≤ 1.15",
+            ratio(reference, Some(ideal)),
+            1.15,
+        ));
+        section.checks.push(Check::at_most(
+            "slow: rangefetch ÷ axel + sha256sum ≤ 0.60",
+            ratio(reference, wall_of(Tool::Axel, &jobs, &summaries)),
+            0.60,
+        ));
+        let gap = rangefetch.and_then(|summary| summary.last_byte_to_verified);
+        section.checks.push(Check {
+            target: "slow: last byte received → verified ≤ 50 ms".to_owned(),
+            measured: report::milliseconds(gap),
+            pass: gap.map(|gap| gap <= Duration::from_millis(50)),
+        });
+        section.finish("slow", &jobs, &summaries);
+        Ok(section)
+    }
+
+    fn flaky(&mut self) -> Result<Section> {
+        let Some(servers) = self.flaky_servers()? else {
+            return Ok(skipped(
+                "flaky",
+                "rangefetch-testserver has no --cut flag, and the reference flaky_server.py \
+                 (or python3) was not found",
+            ));
+        };
+        let size = servers.flaky.source.size;
+        let timeout = Duration::from_secs(120).max(Duration::from_secs(size >> 22));
+        let variant = Variant {
+            rangefetch_flags: Vec::new(),
+            rangefetch_json: true,
+            flaky: true,
+        };
+        let mut jobs = self.tool_jobs(&servers.flaky.source, &variant, timeout);
+        if self.tools.contains(&Tool::Rangefetch) {
+            let mut fault_free = tool::job(
+                Tool::Rangefetch,
+                &variant,
+                &servers.fault_free.source,
+                &self.runner.download_dir,
+                self.rangefetch,
+                timeout,
+            );
+            fault_free.label = "rangefetch, fault-free (same server, no cuts)".to_owned();
+            jobs.push(fault_free);
+        }
+        let summaries = self.run_rounds("flaky", &jobs)?;
+        let description = servers.description.clone();
+        drop(servers);
+        let mut section = Section::default();
+        let _ = writeln!(
+            section.text,
+            "## flaky: {} from {}, every response cut after a random 5–50 MB\n",
+            format_size(size),
+            description
+        );
+        section.text.push_str(&tool_table(&jobs, &summaries));
+        let reference = reference_wall(&jobs, &summaries);
+        let fault_free = jobs
+            .iter()
+            .zip(&summaries)
+            .find(|(job, _)| job.label.contains("fault-free"))
+            .and_then(|(_, summary)| summary.median_wall());
+        if let Some(summary) = reference_summary(&jobs, &summaries) {
+            let _ = writeln!(
+                section.text,
+                "\nrangefetch on the flaky link ÷ fault-free: {}; retries per run (median): {}.",
+                report::times(ratio(reference, fault_free)),
+                summary
+                    .retries
+                    .map_or_else(|| "–".to_owned(), |retries| retries.to_string())
+            );
+        }
+        section.checks.push(Check::at_most(
+            "flaky: rangefetch ÷ its fault-free time ≤ 1.25",
+            ratio(reference, fault_free),
+            1.25,
+        ));
+        let rivals: Vec<(Tool, Option<Duration>)> = [Tool::Aria2c, Tool::Axel, Tool::Wget2]
+            .into_iter()
+            .filter(|tool| self.tools.contains(tool))
+            .map(|tool| (tool, wall_of(tool, &jobs, &summaries)))
+            .collect();
+        let measured: Vec<String> = rivals
+            .iter()
+            .map(|(tool, wall)| {
+                format!("{} {}", tool.name(), report::times(ratio(reference, *wall)))
+            })
+            .collect();
+        let ahead = reference.filter(|_| !rivals.is_empty()).map(|reference| {
+            rivals
+                .iter()
+                .all(|(_, wall)| wall.is_none_or(|wall| reference < wall))
+        });
+        section.checks.push(Check {
+            target: "flaky: rangefetch ahead of aria2c, axel and wget2 (rangefetch ÷ each < 1)"
+                .to_owned(),
+            measured: if measured.is_empty() {
+                "not measured".to_owned()
+            } else {
+                measured.join(", ")
+            },
+            pass: ahead,
+        });
+        section.finish("flaky", &jobs, &summaries);
+        Ok(section)
+    }
+
+    fn rss(&mut self) -> Result<Section> {
+        if !self.tools.contains(&Tool::Rangefetch) {
+            return Ok(skipped("rss", "rangefetch is not among --tools"));
+        }
+        let huge_size = self.options.sizes.huge;
+        let log = self.log_dir.join("rss-testserver.log");
+        let generated = ChildServer::test_server(
+            self.testserver,
+            huge_size,
+            4,
+            &[
+                "--path".to_owned(),
+                format!("/generated-{}.bin", format_size(huge_size)),
+            ],
+            &log,
+        )?;
+        let mut jobs = Vec::new();
+        if let (Some(nginx), Some(mid)) = (self.nginx, self.mid) {
+            let mut job = tool::job(
+                Tool::Rangefetch,
+                &Variant::default(),
+                &nginx.fast(mid),
+                &self.runner.download_dir,
+                self.rangefetch,
+                steady_timeout(mid.size),
+            );
+            job.label = format!("{} from nginx, unthrottled", format_size(mid.size));
+            jobs.push(job);
+        }
+        let mut job = tool::job(
+            Tool::Rangefetch,
+            &Variant::default(),
+            &generated.source,
+            &self.runner.download_dir,
+            self.rangefetch,
+            steady_timeout(huge_size),
+        );
+        job.label = format!(
+            "{} from rangefetch-testserver, unthrottled",
+            format_size(huge_size)
+        );
+        jobs.push(job);
+        let summaries = self.run_rounds("rss", &jobs)?;
+        drop(generated);
+
+        let mut section = Section::default();
+        section
+            .text
+            .push_str("## rss: rangefetch's peak RSS at default flags\n\n");
+        let mut table = Table::new([
+            "file",
+            "ok",
+            "wall s, median",
+            "peak RSS MiB, median",
+            "peak RSS MiB, max",
+            "CPU s",
+        ]);
+        for (job, summary) in jobs.iter().zip(&summaries) {
+            table.row(vec![
+                job.label.clone(),
+                format!("{}/{}", summary.ok, summary.runs),
+                report::seconds(summary.median_wall()),
+                report::mebibytes(summary.peak_rss_bytes),
+                report::mebibytes(summary.peak_rss_max_bytes),
+                report::seconds(summary.cpu),
+            ]);
+            section.checks.push(Check {
+                target: format!(
+                    "rss: peak RSS at default flags, {} ≤ 32 MiB",
+                    format_size(job.source.size)
+                ),
+                measured: format!(
+                    "{} MiB (max of runs)",
+                    report::mebibytes(summary.peak_rss_max_bytes)
+                ),
+                pass: summary
+                    .peak_rss_max_bytes
+                    .map(|peak| peak <= RSS_LIMIT_BYTES),
+            });
+        }
+        section.text.push_str(&table.render());
+        section.finish("rss", &jobs, &summaries);
+        Ok(section)
+    }
+
+    fn sweep(&mut self) -> Result<Section> {
+        let (Some(nginx), Some(big), Some(mid)) = (self.nginx, self.big, self.mid) else {
+            return Ok(skipped("sweep", "nginx is not available"));
+        };
+        if !self.tools.contains(&Tool::Rangefetch) {
+            return Ok(skipped("sweep", "rangefetch is not among --tools"));
+        }
+        let links = [
+            (nginx.fast(big), "unthrottled nginx"),
+            (
+                nginx.slow(mid),
+                "nginx with `limit_rate 20m` per connection",
+            ),
+        ];
+        let mut jobs = Vec::new();
+        for (source, _) in &links {
+            for connections in SWEEP_CONNECTIONS {
+                for chunk_size in SWEEP_CHUNK_SIZES {
+                    let variant = Variant {
+                        rangefetch_flags: vec![
+                            "-c".to_owned(),
+                            connections.to_string(),
+                            "--chunk-size".to_owned(),
+                            format_size(chunk_size),
+                        ],
+                        rangefetch_json: false,
+                        flaky: false,
+                    };
+                    let mut job = tool::job(
+                        Tool::Rangefetch,
+                        &variant,
+                        source,
+                        &self.runner.download_dir,
+                        self.rangefetch,
+                        steady_timeout(source.size),
+                    );
+                    job.label =
+                        format!("-c {connections} --chunk-size {}", format_size(chunk_size));
+                    jobs.push(job);
+                }
+            }
+        }
+        let summaries = self.run_rounds("sweep", &jobs)?;
+        let mut section = Section::default();
+        section.text.push_str(
+            "## sweep: rangefetch, connections × chunk size\n\n\
+             Median wall seconds (MB/s) of download + verify.\n",
+        );
+        let per_link = SWEEP_CONNECTIONS.len() * SWEEP_CHUNK_SIZES.len();
+        for (link_index, (source, description)) in links.iter().enumerate() {
+            let _ = writeln!(
+                section.text,
+                "\n{} from {description}:\n",
+                format_size(source.size)
+            );
+            let mut header = vec!["-c \\ --chunk-size".to_owned()];
+            header.extend(SWEEP_CHUNK_SIZES.iter().map(|size| format_size(*size)));
+            let mut table = Table::new(header);
+            for (row_index, connections) in SWEEP_CONNECTIONS.iter().enumerate() {
+                let mut cells = vec![connections.to_string()];
+                for column in 0..SWEEP_CHUNK_SIZES.len() {
+                    let index =
+                        link_index * per_link + row_index * SWEEP_CHUNK_SIZES.len() + column;
+                    let summary = &summaries[index];
+                    cells.push(summary.median_wall().map_or_else(
+                        || format!("failed ({}/{})", summary.ok, summary.runs),
+                        |wall| {
+                            format!(
+                                "{:.2} ({:.0})",
+                                wall.as_secs_f64(),
+                                source.size as f64 / 1e6 / wall.as_secs_f64().max(1e-9)
+                            )
+                        },
+                    ));
+                }
+                table.row(cells);
+            }
+            section.text.push_str(&table.render());
+        }
+        section.finish("sweep", &jobs, &summaries);
+        Ok(section)
+    }
+
+    /// One job per available tool, rangefetch first.
+    fn tool_jobs(&self, source: &Source, variant: &Variant, timeout: Duration) -> Vec<Job> {
+        self.tools
+            .iter()
+            .map(|tool| {
+                tool::job(
+                    *tool,
+                    variant,
+                    source,
+                    &self.runner.download_dir,
+                    self.rangefetch,
+                    timeout,
+                )
+            })
+            .collect()
+    }
+
+    /// Warm-up rounds, then counted rounds; each round runs every job once.
+    fn run_rounds(&mut self, scenario: &str, jobs: &[Job]) -> Result<Vec<Summary>> {
+        let log_path = self.log_dir.join(format!("{scenario}.log"));
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        let warmup = self.options.warmup;
+        let rounds = warmup + self.options.runs;
+        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); jobs.len()];
+        for round in 0..rounds {
+            let counted = round >= warmup;
+            for step in 0..jobs.len() {
+                let index = (round + step) % jobs.len();
+                let job = &jobs[index];
+                let run = self.runner.run(job, &mut log)?;
+                let round_name = if counted {
+                    format!("run {}/{}", round - warmup + 1, self.options.runs)
+                } else {
+                    "warm-up".to_owned()
+                };
+                eprintln!(
+                    "{scenario:5} {round_name:9} {:45} {:7.2} s  {}",
+                    job.label,
+                    run.wall.as_secs_f64(),
+                    run.failure.as_deref().unwrap_or("ok")
+                );
+                self.record(scenario, job, round, counted, &run)?;
+                if counted {
+                    runs[index].push(run);
+                }
+            }
+        }
+        Ok(runs.iter().map(|runs| Summary::of(runs)).collect())
+    }
+
+    fn record(
+        &mut self,
+        scenario: &str,
+        job: &Job,
+        round: usize,
+        counted: bool,
+        run: &Run,
+    ) -> Result<()> {
+        let optional =
+            |value: Option<f64>| value.map_or_else(String::new, |value| format!("{value:.3}"));
+        let events = run.events.unwrap_or_default();
+        writeln!(
+            self.csv,
+            "{scenario},\"{}\",{round},{counted},{},{:.3},{},{},{},{},{},\"{}\"",
+            job.label,
+            run.ok(),
+            run.wall.as_secs_f64(),
+            optional(run.resources.map(|resources| resources.cpu.as_secs_f64())),
+            optional(
+                run.resources
+                    .map(|resources| resources.peak_rss_bytes as f64 / f64::from(1 << 20))
+            ),
+            optional(run.other_cpu.map(|other| other.as_secs_f64())),
+            optional(events.last_byte_to_verified.map(|gap| gap.as_secs_f64())),
+            events
+                .retries
+                .map_or_else(String::new, |retries| retries.to_string()),
+            run.failure.as_deref().unwrap_or("").replace('"', "'"),
+        )
+        .context("cannot write runs.csv")
+    }
+
+    /// The flaky link and the same server without cuts: the in-repo test
+    /// server once it has a `--cut` flag, else the reference script.
+    fn flaky_servers(&mut self) -> Result<Option<FlakyServers>> {
+        let help = Command::new(self.testserver)
+            .arg("--help")
+            .output()
+            .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+            .unwrap_or_default();
+        let size = self.options.sizes.mid;
+        if help.contains(TESTSERVER_CUT_FLAG) {
+            let path = format!("/flaky-{}.bin", format_size(size));
+            let flaky = ChildServer::test_server(
+                self.testserver,
+                size,
+                7,
+                &[
+                    TESTSERVER_CUT_FLAG.to_owned(),
+                    TESTSERVER_CUT_VALUE.to_owned(),
+                    "--path".to_owned(),
+                    path.clone(),
+                ],
+                &self.log_dir.join("flaky-testserver.log"),
+            )?;
+            let fault_free = ChildServer::test_server(
+                self.testserver,
+                size,
+                7,
+                &["--path".to_owned(), path],
+                &self.log_dir.join("fault-free-testserver.log"),
+            )?;
+            return Ok(Some(FlakyServers {
+                flaky,
+                fault_free,
+                description: format!(
+                    "rangefetch-testserver {TESTSERVER_CUT_FLAG} {TESTSERVER_CUT_VALUE} (FIN close)"
+                ),
+            }));
+        }
+        let (Some(script), Some(mid), true) = (&self.options.flaky_script, self.mid, self.python3)
+        else {
+            return Ok(None);
+        };
+        if !script.is_file() {
+            return Ok(None);
+        }
+        self.used_python = true;
+        let flaky = ChildServer::flaky_script(
+            script,
+            self.data_dir,
+            mid,
+            Some(FLAKY_CUT_BYTES),
+            &self.log_dir.join("flaky-server.log"),
+        )?;
+        let fault_free = ChildServer::flaky_script(
+            script,
+            self.data_dir,
+            mid,
+            None,
+            &self.log_dir.join("fault-free-server.log"),
+        )?;
+        Ok(Some(FlakyServers {
+            flaky,
+            fault_free,
+            description: format!("the reference `{}` (FIN close, seed 7)", script.display()),
+        }))
+    }
+}
+
+struct FlakyServers {
+    flaky: ChildServer,
+    fault_free: ChildServer,
+    description: String,
+}
+
+impl Section {
+    /// Failures and the exact command lines, after the tables.
+    fn finish(&mut self, scenario: &str, jobs: &[Job], summaries: &[Summary]) {
+        let failed: Vec<String> = jobs
+            .iter()
+            .zip(summaries)
+            .filter(|(_, summary)| !summary.failures.is_empty())
+            .map(|(job, summary)| format!("- {}: {}", job.label, summary.failures.join("; ")))
+            .collect();
+        if !failed.is_empty() {
+            let _ = writeln!(
+                self.text,
+                "\nFailed runs (the tools' output is in logs/{scenario}.log):\n{}",
+                failed.join("\n")
+            );
+        }
+        self.rangefetch_failures = jobs
+            .iter()
+            .zip(summaries)
+            .filter(|(job, _)| job.tool == Tool::Rangefetch)
+            .map(|(_, summary)| summary.runs - summary.ok)
+            .sum();
+        let mut commands: Vec<String> = Vec::new();
+        for job in jobs {
+            let line = format!("- {}: `{}`", job.tool.name(), job.shown);
+            if !commands.contains(&line) {
+                commands.push(line);
+            }
+        }
+        let _ = writeln!(self.text, "\nCommands:\n{}", commands.join("\n"));
+    }
+}
+
+fn skipped(scenario: &str, why: &str) -> Section {
+    eprintln!("{scenario}: skipped: {why}");
+    Section {
+        text: format!("## {scenario}\n\nSkipped: {why}.\n"),
+        ..Section::default()
+    }
+}
+
+/// The tool table of a scenario, ratios to the plain `rangefetch` row.
+fn tool_table(jobs: &[Job], summaries: &[Summary]) -> String {
+    let reference = reference_wall(jobs, summaries);
+    let mut table = Table::new(report::TOOL_HEADER);
+    for (job, summary) in jobs.iter().zip(summaries) {
+        table.row(tool_row(&job.label, summary, job.source.size, reference));
+    }
+    table.render()
+}
+
+fn reference_summary<'a>(jobs: &[Job], summaries: &'a [Summary]) -> Option<&'a Summary> {
+    jobs.iter()
+        .zip(summaries)
+        .find(|(job, _)| job.tool == Tool::Rangefetch && job.label == Tool::Rangefetch.name())
+        .map(|(_, summary)| summary)
+}
+
+fn reference_wall(jobs: &[Job], summaries: &[Summary]) -> Option<Duration> {
+    reference_summary(jobs, summaries).and_then(Summary::median_wall)
+}
+
+fn wall_of(tool: Tool, jobs: &[Job], summaries: &[Summary]) -> Option<Duration> {
+    jobs.iter()
+        .zip(summaries)
+        .find(|(job, _)| job.tool == tool)
+        .and_then(|(_, summary)| summary.median_wall())
+}
+
+/// Long enough for a single connection at 2 MB/s; a hung tool still ends.
+fn steady_timeout(size: u64) -> Duration {
+    Duration::from_secs(300).max(Duration::from_secs(size / 2_000_000))
+}
+
+/// Whether the sizes are the issue's, so the checks mean what the issue says.
+pub fn issue_sizes(sizes: Sizes) -> bool {
+    sizes == Sizes::ISSUE
+}
