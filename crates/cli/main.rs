@@ -350,13 +350,15 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
         _ => from_core(e, proxy_shown.as_deref()),
     })?;
     if args.json {
-        print_json(&json!({
+        let mut summary = json!({
             "event": "done", "ok": true, "path": outcome.path, "bytes": outcome.bytes,
             "sha256": outcome.sha256.to_string(), "verified": outcome.verified,
             "elapsed_s": outcome.elapsed.as_secs_f64(), "retries": outcome.retries,
             "resumed_bytes": outcome.resumed_bytes, "connections": outcome.connections,
             "already_present": outcome.already_present, "from_cache": outcome.from_cache,
-        }));
+        });
+        render.stamp(&mut summary);
+        print_json(&summary);
     } else if !args.quiet {
         let secs = outcome.elapsed.as_secs_f64().max(1e-9);
         let status = if outcome.already_present {

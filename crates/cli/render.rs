@@ -136,6 +136,11 @@ impl Render {
                         "class": class, "error": message, "delay_s": delay.as_secs_f64()}),
                     Event::Downloaded { bytes } => json!({"event": "downloaded", "bytes": bytes}),
                     Event::Notice { message } => json!({"event": "notice", "message": message}),
+                    Event::Verified {
+                        sha256,
+                        against_expected,
+                    } => json!({"event": "verified",
+                        "sha256": sha256.to_string(), "against_expected": against_expected}),
                     Event::RemoteChanged { reason } => {
                         json!({"event": "remote-changed", "reason": reason})
                     }
@@ -149,6 +154,14 @@ impl Render {
                 }
                 print_json(&line);
             }
+        }
+    }
+
+    /// Adds `t_s` (seconds since the start) to a line printed outside the
+    /// event stream, such as the final summary.
+    pub fn stamp(&self, value: &mut serde_json::Value) {
+        if let (Render::Json { started, .. }, Some(object)) = (self, value.as_object_mut()) {
+            object.insert("t_s".into(), json!(started.elapsed().as_secs_f64()));
         }
     }
 

@@ -15,7 +15,7 @@ use crate::cancel::CancelToken;
 use crate::checksums::Sha256Hex;
 use crate::error::{Error, ErrorKind, Result, redact_url};
 use crate::event::{Event, EventSink};
-use crate::fetch::{Counters, FetchPolicy, Fetcher, Source};
+use crate::fetch::{Counters, FetchPolicy, Fetcher, Pool, Source};
 use crate::journal::Journal;
 use crate::plan::{Scheduler, TakeOver};
 use crate::probe::{FirstBody, Remote, probe};
@@ -59,7 +59,7 @@ pub struct Config {
     /// Retries allowed for the whole download, over all ranges.
     pub download_retries: u64,
     /// Connections opened at first; more are added, up to `connections`,
-    /// only while each addition raises throughput.
+    /// only while that raises throughput, and taken back when it did not.
     pub start_connections: usize,
 }
 
@@ -78,7 +78,7 @@ impl Default for Config {
             max_restarts: 3,
             checkpoint_interval: Duration::from_millis(50),
             download_retries: 200,
-            start_connections: 2,
+            start_connections: 4,
         }
     }
 }
@@ -727,6 +727,7 @@ impl Download {
             sources.extend(self.probe_mirrors(client, remote.total).await);
         }
         let fetcher = Arc::new(Fetcher {
+            pool: Pool::default(),
             client: client.clone(),
             sources,
             total: remote.total,
@@ -834,6 +835,10 @@ impl Download {
             )
             .with_url(url));
         }
+        self.emit(Event::Verified {
+            sha256: digest,
+            against_expected: self.sha256.is_some(),
+        });
         self.commit(&fetcher.part, part_path)?;
         let _ = std::fs::remove_file(state_path);
         Ok(Outcome {
@@ -954,16 +959,19 @@ impl Download {
         let ceiling = (self.config.connections as u64).min(n_chunks) as usize;
         let mut workers = JoinSet::new();
         let base_seed = seed();
+        fetcher.pool.joined();
         workers.spawn(Arc::clone(fetcher).worker(first, base_seed));
         let mut spawned = 1;
         let start = self.config.start_connections.clamp(1, ceiling);
         while spawned < start {
+            fetcher.pool.joined();
             workers.spawn(Arc::clone(fetcher).worker(None, base_seed.wrapping_add(spawned as u64)));
             spawned += 1;
         }
         self.peak_connections.fetch_max(spawned, Ordering::Relaxed);
+        fetcher.pool.set_desired(spawned);
         let mut growth = Growth::new(spawned, ceiling);
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -978,14 +986,22 @@ impl Download {
                 _ = tick.tick() => {
                     let pending = !fetcher.plan().pending().is_empty();
                     let bytes = fetcher.counters.bytes.load(Ordering::Relaxed);
-                    let add = growth.observe(Instant::now(), bytes, pending);
-                    for _ in 0..add {
-                        workers.spawn(Arc::clone(fetcher).worker(None, base_seed.wrapping_add(spawned as u64)));
-                        spawned += 1;
-                    }
-                    if add > 0 {
-                        debug!(connections = spawned, "more connections add throughput; growing");
-                        self.peak_connections.fetch_max(spawned, Ordering::Relaxed);
+                    match growth.observe(Instant::now(), bytes, pending) {
+                        Resize::Hold => {}
+                        Resize::GrowTo(target) => {
+                            fetcher.pool.set_desired(target);
+                            while fetcher.pool.live() < target {
+                                fetcher.pool.joined();
+                                workers.spawn(Arc::clone(fetcher).worker(None, base_seed.wrapping_add(spawned as u64)));
+                                spawned += 1;
+                            }
+                            debug!(connections = target, "more connections add throughput; growing");
+                            self.peak_connections.fetch_max(fetcher.pool.live(), Ordering::Relaxed);
+                        }
+                        Resize::ShrinkTo(target) => {
+                            debug!(connections = target, "more connections did not add throughput; shrinking");
+                            fetcher.pool.set_desired(target);
+                        }
                     }
                 }
             }
@@ -1067,60 +1083,98 @@ impl Download {
     }
 }
 
-/// Decides when more connections are worth opening: every `WINDOW` it
-/// compares throughput with the previous window and grows (doubling) while
-/// the last growth paid off. On a fast link more connections only cost CPU
-/// (and starve the hasher), on a per-connection-capped link they multiply
-/// throughput; this finds out which link it is on.
+/// Decides how many connections to keep open. Every `WINDOW` it compares
+/// throughput with the window before the last change:
+///
+/// - nearly linear gain (≥ `LINEAR`): the server caps each connection, so
+///   quadruple (up to the ceiling);
+/// - a solid gain (≥ `GAIN`): double again;
+/// - almost nothing (< `WORTHLESS`): the extra connections only cost CPU (and
+///   starve the hasher): go back to the previous count and stay there;
+/// - anything else: stay.
+///
+/// On a fast link more connections only cost CPU, on a per-connection-capped
+/// link they multiply throughput; this finds out which link it is on within
+/// a few windows.
+#[derive(Debug)]
 struct Growth {
     connections: usize,
     ceiling: usize,
     window_start: Option<(Instant, u64)>,
-    rate_before_growth: Option<f64>,
+    before_change: Option<(usize, f64)>,
     settled: bool,
 }
 
+/// What [`Growth`] wants done with the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resize {
+    Hold,
+    /// Open connections up to this many.
+    GrowTo(usize),
+    /// Let connections above this many finish their range and close.
+    ShrinkTo(usize),
+}
+
 impl Growth {
-    const WINDOW: Duration = Duration::from_millis(750);
-    /// Growth must raise throughput by this factor to continue.
+    const WINDOW: Duration = Duration::from_millis(150);
+    const LINEAR: f64 = 1.7;
     const GAIN: f64 = 1.25;
+    const WORTHLESS: f64 = 1.1;
 
     fn new(connections: usize, ceiling: usize) -> Self {
         Self {
             connections,
             ceiling,
             window_start: None,
-            rate_before_growth: None,
+            before_change: None,
             settled: connections >= ceiling,
         }
     }
 
-    /// Feeds a sample; returns how many connections to add now.
-    fn observe(&mut self, now: Instant, bytes: u64, pending: bool) -> usize {
+    /// Feeds a sample of total bytes written; `pending` says whether work is
+    /// still waiting to be handed out (no point growing otherwise).
+    fn observe(&mut self, now: Instant, bytes: u64, pending: bool) -> Resize {
         if self.settled || !pending {
-            return 0;
+            return Resize::Hold;
         }
         let Some((start, start_bytes)) = self.window_start else {
             self.window_start = Some((now, bytes));
-            return 0;
+            return Resize::Hold;
         };
         let elapsed = now.duration_since(start);
         if elapsed < Self::WINDOW {
-            return 0;
+            return Resize::Hold;
         }
         let rate = bytes.saturating_sub(start_bytes) as f64 / elapsed.as_secs_f64();
         self.window_start = Some((now, bytes));
-        if let Some(before) = self.rate_before_growth
-            && rate < before * Self::GAIN
-        {
-            self.settled = true;
-            return 0;
-        }
-        self.rate_before_growth = Some(rate);
-        let add = self.connections.min(self.ceiling - self.connections);
-        self.connections += add;
-        self.settled = self.connections >= self.ceiling;
-        add
+        let target = match self.before_change {
+            None => self.connections * 2,
+            Some((previous, before)) => {
+                let gain = if before > 0.0 {
+                    rate / before
+                } else {
+                    f64::INFINITY
+                };
+                if gain >= Self::LINEAR {
+                    self.connections * 4
+                } else if gain >= Self::GAIN {
+                    self.connections * 2
+                } else if gain < Self::WORTHLESS {
+                    self.settled = true;
+                    self.connections = previous;
+                    return Resize::ShrinkTo(previous);
+                } else {
+                    self.settled = true;
+                    return Resize::Hold;
+                }
+            }
+        };
+        let target = target.min(self.ceiling);
+        self.before_change = Some((self.connections, rate));
+        self.connections = target;
+        // One more window is still measured at the ceiling, so a jump that
+        // did not pay can be taken back.
+        Resize::GrowTo(target)
     }
 }
 
@@ -1189,4 +1243,59 @@ pub async fn fetch_text(url: &str, config: &Config, limit: usize) -> Result<Stri
         body.extend_from_slice(&chunk);
     }
     Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `Growth` a link where `rate(n)` is the throughput of `n`
+    /// connections and returns the decisions, one per window.
+    fn simulate(start: usize, ceiling: usize, rate: impl Fn(usize) -> f64) -> (Vec<Resize>, usize) {
+        let mut growth = Growth::new(start, ceiling);
+        let mut now = Instant::now();
+        let mut bytes = 0u64;
+        let mut decisions = Vec::new();
+        let mut connections = start;
+        assert_eq!(growth.observe(now, bytes, true), Resize::Hold);
+        for _ in 0..8 {
+            now += Growth::WINDOW;
+            bytes += (rate(connections) * Growth::WINDOW.as_secs_f64()) as u64;
+            let decision = growth.observe(now, bytes, true);
+            match decision {
+                Resize::GrowTo(n) | Resize::ShrinkTo(n) => connections = n,
+                Resize::Hold => {}
+            }
+            decisions.push(decision);
+        }
+        (decisions, connections)
+    }
+
+    #[test]
+    fn per_connection_caps_reach_the_ceiling_in_two_windows() {
+        let (decisions, connections) = simulate(4, 16, |n| n as f64 * 20e6);
+        assert_eq!(&decisions[..2], &[Resize::GrowTo(8), Resize::GrowTo(16)]);
+        assert_eq!(connections, 16);
+    }
+
+    #[test]
+    fn a_fast_link_goes_back_to_the_start() {
+        let (decisions, connections) = simulate(4, 16, |n| 1.5e9 + n as f64 * 1e6);
+        assert_eq!(&decisions[..2], &[Resize::GrowTo(8), Resize::ShrinkTo(4)]);
+        assert_eq!(connections, 4);
+        assert!(decisions[2..].iter().all(|d| *d == Resize::Hold));
+    }
+
+    #[test]
+    fn a_partial_gain_keeps_doubling_then_settles() {
+        // Throughput grows, but sub-linearly, up to a shared cap of 200 MB/s.
+        let (_, connections) = simulate(2, 64, |n| (n as f64 * 30e6).min(200e6));
+        assert!((4..=16).contains(&connections), "{connections}");
+    }
+
+    #[test]
+    fn never_exceeds_the_ceiling() {
+        let (_, connections) = simulate(4, 6, |n| n as f64 * 20e6);
+        assert_eq!(connections, 6);
+    }
 }

@@ -68,6 +68,14 @@ pub enum Event {
         /// Why, one line.
         reason: String,
     },
+    /// The hash of every byte is known (and, when an expected hash was
+    /// given, it matched); only flushing and the rename remain.
+    Verified {
+        /// The file's SHA-256.
+        sha256: crate::Sha256Hex,
+        /// Whether it was checked against an expected hash.
+        against_expected: bool,
+    },
     /// All bytes are written; only hashing of the tail remains.
     Downloaded {
         /// Size of the file.

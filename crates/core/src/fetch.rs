@@ -119,8 +119,47 @@ impl Source {
     }
 }
 
+/// How many connections run, and how many should: a connection above the
+/// desired count closes once its current range is done.
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    live: AtomicUsize,
+    desired: AtomicUsize,
+}
+
+impl Pool {
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_desired(&self, n: usize) {
+        self.desired.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Counts a connection in, before its task is spawned.
+    pub(crate) fn joined(&self) {
+        self.live.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts this connection out if the pool is above its desired size;
+    /// returns whether it should close.
+    fn leave_if_surplus(&self) -> bool {
+        let desired = self.desired.load(Ordering::Relaxed);
+        self.live
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |live| {
+                (live > desired).then(|| live - 1)
+            })
+            .is_ok()
+    }
+
+    fn left(&self) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// State shared by all connections of one download.
 pub(crate) struct Fetcher {
+    pub pool: Pool,
     pub client: Client,
     pub sources: Vec<Source>,
     pub total: Option<u64>,
@@ -207,21 +246,32 @@ impl Fetcher {
         loop {
             let (assignment, response) = match first.take() {
                 Some((assignment, response)) => (assignment, Some(response)),
-                None => match self.next_work() {
-                    Next::Work(assignment) => (assignment, None),
-                    Next::Wait => {
-                        // Others still hold ranges: one may fail and release
-                        // its range, or become worth stealing from.
-                        tokio::time::sleep(self.policy.idle_poll).await;
-                        continue;
+                None => {
+                    if self.pool.leave_if_surplus() {
+                        return Ok(());
                     }
-                    Next::Done => return Ok(()),
-                },
+                    match self.next_work() {
+                        Next::Work(assignment) => (assignment, None),
+                        Next::Wait => {
+                            // Others still hold ranges: one may fail and
+                            // release its range, or become worth stealing from.
+                            tokio::time::sleep(self.policy.idle_poll).await;
+                            continue;
+                        }
+                        Next::Done => {
+                            self.pool.left();
+                            return Ok(());
+                        }
+                    }
+                }
             };
             if assignment.stolen {
                 debug!(range = %assignment.range, "stole part of a range in flight");
             }
-            self.run_task(assignment.id, response, &mut jitter).await?;
+            if let Err(error) = self.run_task(assignment.id, response, &mut jitter).await {
+                self.pool.left();
+                return Err(error);
+            }
         }
     }
 
