@@ -1112,9 +1112,11 @@ fn ok_to_an_etag_if_range_switches_form_without_restarting() {
         .filter(|(_, request)| request.if_range.as_deref() == Some(etag.as_str()))
         .map(|(idx, _)| idx)
         .collect();
+    // Each connection the engine starts with (at most 4) may send the ETag
+    // form before the first answer reveals the server's bug; none after.
     assert!(
-        (1..=2).contains(&with_etag.len()),
-        "expected the ETag form of If-Range once or twice before the switch, got {}\n{}",
+        (1..=4).contains(&with_etag.len()),
+        "expected the ETag form of If-Range at most once per starting connection, got {}\n{}",
         with_etag.len(),
         run.describe()
     );

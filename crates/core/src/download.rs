@@ -959,17 +959,19 @@ impl Download {
         let ceiling = (self.config.connections as u64).min(n_chunks) as usize;
         let mut workers = JoinSet::new();
         let base_seed = seed();
+        let start = self.config.start_connections.clamp(1, ceiling);
+        // Before any connection runs: one that finds the pool above its
+        // desired size closes.
+        fetcher.pool.set_desired(start);
         fetcher.pool.joined();
         workers.spawn(Arc::clone(fetcher).worker(first, base_seed));
         let mut spawned = 1;
-        let start = self.config.start_connections.clamp(1, ceiling);
         while spawned < start {
             fetcher.pool.joined();
             workers.spawn(Arc::clone(fetcher).worker(None, base_seed.wrapping_add(spawned as u64)));
             spawned += 1;
         }
         self.peak_connections.fetch_max(spawned, Ordering::Relaxed);
-        fetcher.pool.set_desired(spawned);
         let mut growth = Growth::new(spawned, ceiling);
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
