@@ -50,6 +50,10 @@ pub(crate) struct Counters {
     pub active: AtomicUsize,
 }
 
+/// Stretches of a stream handed to the device as they complete; see
+/// [`PartFile::start_writeback`].
+const WRITEBACK_BLOCK: u64 = 4 << 20;
+
 /// Which `If-Range` form a source gets. Some CDNs answer `200` to an ETag
 /// `If-Range` even when it matches; for them we fall back to the date, and
 /// then to a plain `Range` whose reply is checked against the validator.
@@ -644,6 +648,13 @@ impl Fetcher {
                     })?;
                 offset = claimed.end;
                 data = &data[len..];
+                // Each time this stream completes a writeback block, start
+                // writing it to the device in the background.
+                let block_end = claimed.end / WRITEBACK_BLOCK * WRITEBACK_BLOCK;
+                if block_end > claimed.start && block_end >= expected.start + WRITEBACK_BLOCK {
+                    self.part
+                        .start_writeback(block_end - WRITEBACK_BLOCK, WRITEBACK_BLOCK);
+                }
                 let frontier = self.plan().mark_written(claimed);
                 if let Some(frontier) = frontier {
                     self.hasher.advance(frontier);

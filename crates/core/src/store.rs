@@ -141,6 +141,31 @@ impl PartFile {
         Ok(())
     }
 
+    /// Starts writing `[offset, offset + len)` back to the device without
+    /// waiting for it (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). Called as
+    /// stretches of the file complete, it spreads the disk writes over the
+    /// download, so the `fdatasync` of a checkpoint or of the commit finds
+    /// little left to do. Advisory: failures are ignored.
+    pub fn start_writeback(&self, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (
+            libc::off64_t::try_from(offset),
+            libc::off64_t::try_from(len),
+        ) else {
+            return;
+        };
+        // SAFETY: a plain system call on a file descriptor we own; it reads
+        // no memory of ours.
+        let _ = unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                offset,
+                len,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+    }
+
     /// Maps `[offset, offset + len)` read-only, pre-faulted, for hashing.
     /// The bytes must already be written.
     pub fn map_read(&self, offset: u64, len: usize) -> io::Result<Mmap> {

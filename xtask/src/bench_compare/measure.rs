@@ -52,14 +52,13 @@ pub struct Resources {
 /// Timing of rangefetch's last phase, from its JSON events.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct EventTiming {
-    /// The final `done` event's `elapsed_s` minus the `downloaded` event's
-    /// `t_s`: from the last byte received to verified and in place. `t_s`
-    /// counts from when the CLI set up its output, `elapsed_s` from the
-    /// engine's start a little later, so this slightly understates the
-    /// interval; `None` if an event is missing or the difference is negative.
+    /// The `verified` event's `t_s` minus the `downloaded` event's: from the
+    /// last byte received to the hash known and checked (before the final
+    /// fsync and rename). `None` if an event is missing or the difference is
+    /// negative.
     pub last_byte_to_verified: Option<Duration>,
-    /// The same interval on our clock: arrival of the `done` line minus
-    /// arrival of the `downloaded` line.
+    /// The same interval on our clock: arrival of the `verified` (or `done`)
+    /// line minus arrival of the `downloaded` line.
     pub last_byte_to_verified_seen: Option<Duration>,
     pub retries: Option<u64>,
 }
@@ -310,7 +309,9 @@ fn wait_for_quiet(limit: Duration) {
     }
 }
 
-/// The last phase's length, from the `downloaded` and final `done` events.
+/// The last phase's length: from the `downloaded` event to the `verified`
+/// event (both `t_s`, one clock), or, from a binary without `verified`, to
+/// the final `done` event's `elapsed_s`.
 fn event_timing(lines: &[(Instant, String)]) -> EventTiming {
     let event = |name: &str| {
         lines
@@ -321,12 +322,16 @@ fn event_timing(lines: &[(Instant, String)]) -> EventTiming {
     let (Some(downloaded), Some(done)) = (event("downloaded"), event("done")) else {
         return EventTiming::default();
     };
-    let last_byte_to_verified = json_number(&done.1, "elapsed_s")
+    let (end, end_key) = match event("verified") {
+        Some(verified) => (verified, "t_s"),
+        None => (done, "elapsed_s"),
+    };
+    let last_byte_to_verified = json_number(&end.1, end_key)
         .zip(json_number(&downloaded.1, "t_s"))
-        .and_then(|(elapsed, last_byte)| Duration::try_from_secs_f64(elapsed - last_byte).ok());
+        .and_then(|(end, last_byte)| Duration::try_from_secs_f64(end - last_byte).ok());
     EventTiming {
         last_byte_to_verified,
-        last_byte_to_verified_seen: done.0.checked_duration_since(downloaded.0),
+        last_byte_to_verified_seen: end.0.checked_duration_since(downloaded.0),
         retries: json_number(&done.1, "retries").map(|retries| retries as u64),
     }
 }
@@ -398,5 +403,17 @@ mod tests {
         );
         assert_eq!(timing.retries, Some(3));
         assert_eq!(event_timing(&lines[..2]), EventTiming::default());
+        let mut with_verified = lines.clone();
+        with_verified.insert(
+            2,
+            (
+                start,
+                r#"{"event":"verified","sha256":"ab","t_s":2.001}"#.to_owned(),
+            ),
+        );
+        let gap = event_timing(&with_verified)
+            .last_byte_to_verified
+            .expect("verified present");
+        assert!((gap.as_secs_f64() - 0.001).abs() < 1e-9);
     }
 }
