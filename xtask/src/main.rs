@@ -31,8 +31,9 @@ commands:
         build the release binary and download 1 GiB from a local flaky
         test server; with URL, run `rangefetch get URL ARGS...` instead
   man   write the manual page to target/man/rangefetch.1
-  bench-compare
-        compare against other download tools (not yet implemented)";
+  bench-compare [--quick] [--runs N] [--scenarios LIST] [--tools LIST] [--sizes B,M,H] [--out DIR]
+        time rangefetch against aria2c, axel, wget2 and curl on loopback
+        servers; writes target/bench-compare/results.md";
 
 /// A mistake in the command line, reported with the usage text and exit code 2.
 #[derive(Debug)]
