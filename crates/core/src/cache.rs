@@ -302,7 +302,7 @@ impl Cache {
                 .create(true)
                 .truncate(false)
                 .open(&path)?;
-            if !sys::lock_exclusive(&file, wait)? {
+            if !crate::store::lock_exclusive(&file, wait)? {
                 return Ok(None);
             }
             // Eviction unlinks lock files while holding them. A lock won on
@@ -554,7 +554,7 @@ fn materialize(
 fn reflink_file(src: &Path, dest: &Path) -> io::Result<()> {
     let source = File::open(src)?;
     let target = OpenOptions::new().write(true).create_new(true).open(dest)?;
-    sys::reflink(&source, &target)?;
+    crate::store::reflink(&source, &target)?;
     target.set_permissions(source.metadata()?.permissions())?;
     target.sync_all()
 }
@@ -658,71 +658,6 @@ fn parse_entry_name(prefix: &str, name: &str) -> Option<Sha256Hex> {
 
 fn is_lower_hex(byte: u8) -> bool {
     byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte)
-}
-
-/// The two system calls the cache needs that `std` does not wrap at this
-/// crate's minimum Rust version. Their `unsafe` is meant to move into
-/// `store`, the crate's one home for it; `std`'s `File::lock` (Rust 1.89)
-/// can replace `lock_exclusive` once the minimum allows.
-mod sys {
-    use std::fs::File;
-    use std::io;
-    use std::os::fd::AsRawFd;
-
-    /// `FICLONE` from `<linux/fs.h>`, `_IOW(0x94, 9, int)`, spelled out
-    /// because not every libc target defines it.
-    #[cfg(target_os = "linux")]
-    const FICLONE: libc::Ioctl = 0x4004_9409;
-
-    /// Makes `dest` (empty, open for writing) a copy-on-write clone of
-    /// `src`. Fails with `EOPNOTSUPP`, `EXDEV`, `EINVAL` or the like where
-    /// the filesystem cannot.
-    #[cfg(target_os = "linux")]
-    pub(super) fn reflink(src: &File, dest: &File) -> io::Result<()> {
-        // SAFETY: FICLONE takes the source descriptor as a plain int argument
-        // and touches no memory of ours; both descriptors are open for the
-        // whole call because the files are borrowed.
-        let rc = unsafe { libc::ioctl(dest.as_raw_fd(), FICLONE, src.as_raw_fd()) };
-        if rc == -1 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Reflinks are implemented for Linux only.
-    #[cfg(not(target_os = "linux"))]
-    pub(super) fn reflink(_src: &File, _dest: &File) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "reflink is implemented for Linux only",
-        ))
-    }
-
-    /// Takes an exclusive `flock` on `file`: waiting for it if `wait`, else
-    /// returning `false` at once when another open file description holds it.
-    pub(super) fn lock_exclusive(file: &File, wait: bool) -> io::Result<bool> {
-        let operation = if wait {
-            libc::LOCK_EX
-        } else {
-            libc::LOCK_EX | libc::LOCK_NB
-        };
-        loop {
-            // SAFETY: flock takes two integers and touches no memory of ours;
-            // the descriptor is open for the whole call because `file` is
-            // borrowed.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
-            if rc == 0 {
-                return Ok(true);
-            }
-            let error = io::Error::last_os_error();
-            match error.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EWOULDBLOCK) if !wait => return Ok(false),
-                _ => return Err(error),
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -90,7 +91,6 @@ impl PartFile {
     /// not half-way. File systems without `fallocate` fall back to a sparse
     /// `set_len`.
     pub fn preallocate(&self, len: u64) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
         if len == 0 {
             return self.file.set_len(0);
         }
@@ -147,7 +147,6 @@ impl PartFile {
     /// download, so the `fdatasync` of a checkpoint or of the commit finds
     /// little left to do. Advisory: failures are ignored.
     pub fn start_writeback(&self, offset: u64, len: u64) {
-        use std::os::fd::AsRawFd;
         let (Ok(offset), Ok(len)) = (
             libc::off64_t::try_from(offset),
             libc::off64_t::try_from(len),
@@ -250,6 +249,64 @@ pub fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
+    }
+}
+
+// The cache's two system calls live here with the rest of the crate's
+// `unsafe`: a copy-on-write clone and an advisory lock.
+
+/// `FICLONE` from `<linux/fs.h>`, `_IOW(0x94, 9, int)`, spelled out
+/// because not every libc target defines it.
+#[cfg(target_os = "linux")]
+const FICLONE: libc::Ioctl = 0x4004_9409;
+
+/// Makes `dest` (empty, open for writing) a copy-on-write clone of
+/// `src`. Fails with `EOPNOTSUPP`, `EXDEV`, `EINVAL` or the like where
+/// the filesystem cannot.
+#[cfg(target_os = "linux")]
+pub(crate) fn reflink(src: &File, dest: &File) -> io::Result<()> {
+    // SAFETY: FICLONE takes the source descriptor as a plain int argument
+    // and touches no memory of ours; both descriptors are open for the
+    // whole call because the files are borrowed.
+    let rc = unsafe { libc::ioctl(dest.as_raw_fd(), FICLONE, src.as_raw_fd()) };
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Reflinks are implemented for Linux only.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn reflink(_src: &File, _dest: &File) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "reflink is implemented for Linux only",
+    ))
+}
+
+/// Takes an exclusive `flock` on `file`: waiting for it if `wait`, else
+/// returning `false` at once when another open file description holds it.
+pub(crate) fn lock_exclusive(file: &File, wait: bool) -> io::Result<bool> {
+    let operation = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    loop {
+        // SAFETY: flock takes two integers and touches no memory of ours;
+        // the descriptor is open for the whole call because `file` is
+        // borrowed.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) if !wait => return Ok(false),
+            _ => return Err(error),
+        }
     }
 }
 
