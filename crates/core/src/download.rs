@@ -76,7 +76,7 @@ impl Default for Config {
             proxy: None,
             ca_certs_pem: Vec::new(),
             max_restarts: 3,
-            checkpoint_interval: Duration::from_millis(50),
+            checkpoint_interval: Duration::from_millis(25),
             download_retries: 200,
             start_connections: 4,
         }
@@ -767,7 +767,7 @@ impl Download {
                     if let Ok(Err(error)) = saved {
                         warn!(%error, "cannot record progress for resume");
                     }
-                    pause = interval.max(began.elapsed() * 4);
+                    pause = interval.max(began.elapsed() * 2);
                 }
             })
         });

@@ -54,6 +54,10 @@ pub(crate) struct Counters {
 /// [`PartFile::start_writeback`].
 const WRITEBACK_BLOCK: u64 = 4 << 20;
 
+/// Re-resolves of an expired redirect target allowed per source. Every
+/// connection that meets the 403 asks once, so this must exceed the pool.
+const MAX_RE_RESOLVES: u32 = 64;
+
 /// Which `If-Range` form a source gets. Some CDNs answer `200` to an ETag
 /// `If-Range` even when it matches; for them we fall back to the date, and
 /// then to a plain `Range` whose reply is checked against the validator.
@@ -441,7 +445,7 @@ impl Fetcher {
     async fn re_resolve(&self, idx: usize) -> bool {
         let source = &self.sources[idx];
         if source.original == source.url()
-            || source.re_resolves.fetch_add(1, Ordering::Relaxed) >= 3
+            || source.re_resolves.fetch_add(1, Ordering::Relaxed) >= MAX_RE_RESOLVES
         {
             return false;
         }

@@ -48,7 +48,7 @@
 //!   error of kind [`ErrorKind::Cancelled`].
 //! - Drop the future returned by [`Download::run`]: every connection stops at
 //!   its next await point. The journal then holds the last periodic
-//!   checkpoint (taken every 50 ms or so), which only ever names bytes that
+//!   checkpoint (taken every 25 ms or so), which only ever names bytes that
 //!   were flushed before it was written.
 //!
 //! Either way `<out>` is untouched (an unfinished download never writes
