@@ -778,7 +778,8 @@ impl Download {
                     // The probe's body is the first chunk of a fresh plan; a
                     // resumed plan starts elsewhere, so it is dropped.
                     let first = resume.is_none().then_some((response, got));
-                    self.fetch_ranges(&fetcher, first).await
+                    self.fetch_ranges(&fetcher, first, Growth::window_for(remote.latency))
+                        .await
                 }
                 FirstBody::Partial(response, _) | FirstBody::Whole(response) => {
                     crate::stream::single_stream(&fetcher, response).await
@@ -935,6 +936,7 @@ impl Download {
         &self,
         fetcher: &Arc<Fetcher>,
         first: Option<(reqwest::Response, crate::range::ByteRange)>,
+        window: Duration,
     ) -> Result<u64> {
         let total = fetcher.total.unwrap_or(0);
         let first = match first {
@@ -972,8 +974,9 @@ impl Download {
             spawned += 1;
         }
         self.peak_connections.fetch_max(spawned, Ordering::Relaxed);
-        let mut growth = Growth::new(spawned, ceiling);
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut growth = Growth::new(spawned, ceiling, window);
+        // Several looks per window, so a window ends close to its length.
+        let mut tick = tokio::time::interval(window / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -1102,6 +1105,7 @@ impl Download {
 struct Growth {
     connections: usize,
     ceiling: usize,
+    window: Duration,
     window_start: Option<(Instant, u64)>,
     before_change: Option<(usize, f64)>,
     settled: bool,
@@ -1118,15 +1122,28 @@ enum Resize {
 }
 
 impl Growth {
-    const WINDOW: Duration = Duration::from_millis(150);
+    /// The shortest window: on loopback or a LAN, long enough for a new
+    /// connection to be streaming at full rate for most of it.
+    const MIN_WINDOW: Duration = Duration::from_millis(100);
+    /// The longest: a slow link finds its connection count within seconds.
+    const MAX_WINDOW: Duration = Duration::from_secs(1);
     const LINEAR: f64 = 1.7;
     const GAIN: f64 = 1.25;
     const WORTHLESS: f64 = 1.1;
 
-    fn new(connections: usize, ceiling: usize) -> Self {
+    /// A measurement window for a link whose probe took `latency` (connect,
+    /// TLS and one request: three or four round trips). New connections
+    /// spend that long before their first byte and then leave TCP slow
+    /// start, so a window of a few such latencies measures them at speed.
+    fn window_for(latency: Duration) -> Duration {
+        (latency * 3).clamp(Self::MIN_WINDOW, Self::MAX_WINDOW)
+    }
+
+    fn new(connections: usize, ceiling: usize, window: Duration) -> Self {
         Self {
             connections,
             ceiling,
+            window,
             window_start: None,
             before_change: None,
             settled: connections >= ceiling,
@@ -1144,7 +1161,7 @@ impl Growth {
             return Resize::Hold;
         };
         let elapsed = now.duration_since(start);
-        if elapsed < Self::WINDOW {
+        if elapsed < self.window {
             return Resize::Hold;
         }
         let rate = bytes.saturating_sub(start_bytes) as f64 / elapsed.as_secs_f64();
@@ -1172,6 +1189,12 @@ impl Growth {
             }
         };
         let target = target.min(self.ceiling);
+        if target == self.connections {
+            // Already at the ceiling, and the last step paid: nothing is
+            // left to try.
+            self.settled = true;
+            return Resize::Hold;
+        }
         self.before_change = Some((self.connections, rate));
         self.connections = target;
         // One more window is still measured at the ceiling, so a jump that
@@ -1254,15 +1277,16 @@ mod tests {
     /// Feeds `Growth` a link where `rate(n)` is the throughput of `n`
     /// connections and returns the decisions, one per window.
     fn simulate(start: usize, ceiling: usize, rate: impl Fn(usize) -> f64) -> (Vec<Resize>, usize) {
-        let mut growth = Growth::new(start, ceiling);
+        let window = Growth::MIN_WINDOW;
+        let mut growth = Growth::new(start, ceiling, window);
         let mut now = Instant::now();
         let mut bytes = 0u64;
         let mut decisions = Vec::new();
         let mut connections = start;
         assert_eq!(growth.observe(now, bytes, true), Resize::Hold);
         for _ in 0..8 {
-            now += Growth::WINDOW;
-            bytes += (rate(connections) * Growth::WINDOW.as_secs_f64()) as u64;
+            now += window;
+            bytes += (rate(connections) * window.as_secs_f64()) as u64;
             let decision = growth.observe(now, bytes, true);
             match decision {
                 Resize::GrowTo(n) | Resize::ShrinkTo(n) => connections = n,
@@ -1278,6 +1302,27 @@ mod tests {
         let (decisions, connections) = simulate(4, 16, |n| n as f64 * 20e6);
         assert_eq!(&decisions[..2], &[Resize::GrowTo(8), Resize::GrowTo(16)]);
         assert_eq!(connections, 16);
+        // The jump to the ceiling paid, so nothing is left to decide.
+        assert!(
+            decisions[2..].iter().all(|d| *d == Resize::Hold),
+            "{decisions:?}"
+        );
+    }
+
+    #[test]
+    fn windows_follow_the_probe_latency_within_bounds() {
+        assert_eq!(
+            Growth::window_for(Duration::from_micros(300)),
+            Growth::MIN_WINDOW
+        );
+        assert_eq!(
+            Growth::window_for(Duration::from_millis(120)),
+            Duration::from_millis(360)
+        );
+        assert_eq!(
+            Growth::window_for(Duration::from_secs(3)),
+            Growth::MAX_WINDOW
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! range answers `200` with the whole body, which then becomes the single
 //! stream of the fallback path.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{self, HeaderMap};
 use reqwest::{Client, Response, StatusCode, Url};
@@ -64,6 +64,10 @@ pub struct Remote {
     pub ranges: bool,
     /// The version we are downloading.
     pub validator: Validator,
+    /// From sending the probe to its response headers: connect, TLS and one
+    /// request, so a few round trips. Sets how long the engine watches
+    /// throughput before it adds connections.
+    pub latency: Duration,
 }
 
 /// The probe response's body, which the fetch stage consumes.
@@ -156,6 +160,7 @@ pub(crate) async fn probe(
     if let Some(value) = format_range_header(range) {
         request = request.header(header::RANGE, value);
     }
+    let sent = Instant::now();
     let response = match tokio::time::timeout(timeout, request.send()).await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => return Err(network_error(error, url)),
@@ -167,6 +172,7 @@ pub(crate) async fn probe(
             .with_url(url));
         }
     };
+    let latency = sent.elapsed();
     let final_url = response.url().clone();
     let headers = response.headers();
     let validator = Validator::from_headers(headers);
@@ -200,6 +206,7 @@ pub(crate) async fn probe(
                 total: Some(total),
                 ranges: true,
                 validator,
+                latency,
             };
             Ok((remote, FirstBody::Partial(response, got)))
         }
@@ -210,6 +217,7 @@ pub(crate) async fn probe(
                 total,
                 ranges: false,
                 validator,
+                latency,
             };
             if total == Some(0) {
                 return Ok((remote, FirstBody::Empty));
@@ -227,6 +235,7 @@ pub(crate) async fn probe(
                     total: Some(0),
                     ranges: true,
                     validator,
+                    latency,
                 };
                 return Ok((remote, FirstBody::Empty));
             }
