@@ -10,6 +10,7 @@
 //! the machine's other CPU use is recorded to flag contention.
 
 mod data;
+mod limits;
 mod machine;
 mod measure;
 mod options;
@@ -51,18 +52,6 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     let out = match &options.out {
         Some(dir) => absolute(dir),
         None => target.join("bench-compare"),
-    };
-    let flaky_script = options
-        .flaky_script
-        .clone()
-        .map(|script| absolute(&script))
-        .or_else(|| {
-            root.parent()
-                .map(|parent| parent.join("shared/bench/flaky_server.py"))
-        });
-    let options = options::Options {
-        flaky_script,
-        ..options
     };
     let wants = |scenario: Scenario| options.scenarios.contains(&scenario);
     let needs_nginx = wants(Scenario::Fast)
@@ -122,6 +111,17 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         _ => None,
     };
 
+    // Read against the disk: rangefetch alone flushes the file before it
+    // publishes it, so no download of it can beat this.
+    let disk_rate = if wants(Scenario::Fast) || wants(Scenario::Slow) {
+        heading("disk: durable write rate");
+        let rate = limits::durable_write_rate(&out.join("scratch"), options.sizes.mid)?;
+        eprintln!("{:.0} MB/s written and flushed", rate / 1e6);
+        Some(rate)
+    } else {
+        None
+    };
+
     let runner = Runner {
         time_program: toolbox.time.clone(),
         rangefetch: rangefetch.clone(),
@@ -143,21 +143,18 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         runner: &runner,
         rangefetch: &rangefetch,
         testserver: &testserver,
-        python3: toolbox.python3.is_some(),
         log_dir: &log_dir,
-        data_dir: &data_dir,
         csv: &mut csv,
         nginx: nginx.as_ref(),
         big: big.as_ref(),
         mid: mid.as_ref(),
-        used_python: false,
+        disk_rate,
     };
     let mut sections = Vec::new();
     for scenario in &options.scenarios {
         heading(&format!("scenario {}", scenario.name()));
         sections.push(context.run(*scenario)?);
     }
-    let used_python = context.used_python;
     drop(nginx);
     let _ = fs::remove_dir_all(&runner.download_dir);
 
@@ -169,9 +166,6 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     programs.push("sha256sum");
     if toolbox.nginx.is_some() {
         programs.push("nginx");
-    }
-    if used_python {
-        programs.push("python3");
     }
     let mut text = String::from("# rangefetch bench-compare\n\n");
     for line in machine::describe(&root, &out, &rangefetch, &programs) {

@@ -33,9 +33,6 @@ options:
   --no-install          do not apt-get missing tools, skip them
   --quiet-wait SECS     before each run, wait up to SECS for the machine to be
                         below 20% busy (default 0: do not wait)
-  --flaky-server PATH   the reference flaky server script, used while
-                        rangefetch-testserver has no --cut flag
-                        (default ../shared/bench/flaky_server.py)
 
 scenarios:
   fast   BIG from nginx, unthrottled, default flags
@@ -117,7 +114,6 @@ pub struct Options {
     pub out: Option<PathBuf>,
     pub install: bool,
     pub quiet_wait: Duration,
-    pub flaky_script: Option<PathBuf>,
 }
 
 /// What the command line asks for.
@@ -142,7 +138,6 @@ pub fn parse(args: &[String]) -> Result<Request> {
     let mut out = None;
     let mut install = true;
     let mut quiet_wait = Duration::ZERO;
-    let mut flaky_script = None;
 
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -171,7 +166,6 @@ pub fn parse(args: &[String]) -> Result<Request> {
                 let seconds = parse_count(flag, &value()?, 0)?;
                 quiet_wait = Duration::from_secs(seconds as u64);
             }
-            "--flaky-server" => flaky_script = Some(PathBuf::from(value()?)),
             _ => return Err(usage(format!("unknown option `{arg}`"))),
         }
     }
@@ -184,7 +178,6 @@ pub fn parse(args: &[String]) -> Result<Request> {
         out,
         install,
         quiet_wait,
-        flaky_script,
     }))
 }
 

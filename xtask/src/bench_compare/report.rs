@@ -152,6 +152,16 @@ impl Check {
         }
     }
 
+    /// `value ≥ limit`, both ratios.
+    pub fn at_least(target: &str, value: Option<f64>, limit: f64) -> Check {
+        Check {
+            target: target.to_owned(),
+            measured: value
+                .map_or_else(|| "not measured".to_owned(), |value| format!("{value:.2}")),
+            pass: value.map(|value| value >= limit),
+        }
+    }
+
     pub fn render(checks: &[Check]) -> String {
         let mut table = Table::new(["target", "measured", "result"]);
         for check in checks {

@@ -7,21 +7,20 @@ use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
 use super::data::DataFile;
+use super::limits;
 use super::measure::{Run, Runner};
 use super::options::{Options, Scenario, Sizes, format_size};
 use super::report::{self, Check, Summary, Table, ratio, tool_row};
 use super::server::{ChildServer, Nginx, SLOW_RATE_BYTES_PER_SEC, Source};
 use super::tool::{self, CONNECTIONS, Job, Tool, Variant};
 
-/// Every response of the flaky link ends after a random count of body bytes in this range.
-const FLAKY_CUT_BYTES: (u64, u64) = (5_000_000, 50_000_000);
-/// The flag rangefetch-testserver would take for that, unthrottled.
+/// Every response of the flaky link ends after a random count of body bytes
+/// in this range: rangefetch-testserver's flag for that, and its value.
 const TESTSERVER_CUT_FLAG: &str = "--cut";
 const TESTSERVER_CUT_VALUE: &str = "5MB-50MB";
 /// The issue's memory ceiling at default flags.
@@ -37,16 +36,15 @@ pub struct Context<'a> {
     pub runner: &'a Runner,
     pub rangefetch: &'a Path,
     pub testserver: &'a Path,
-    pub python3: bool,
     pub log_dir: &'a Path,
-    pub data_dir: &'a Path,
     /// Every run, one line each.
     pub csv: &'a mut File,
     pub nginx: Option<&'a Nginx>,
     pub big: Option<&'a DataFile>,
     pub mid: Option<&'a DataFile>,
-    /// Set once the reference flaky script served a scenario, for the versions line.
-    pub used_python: bool,
+    /// Bytes per second the output's disk takes with `fsync`, measured at
+    /// the start of the run.
+    pub disk_rate: Option<f64>,
 }
 
 /// One scenario's part of the results.
@@ -94,6 +92,42 @@ impl Context<'_> {
             ratio(reference, wall_of(Tool::Curl, &jobs, &summaries)),
             0.27,
         ));
+        if let Some(rate) = self.disk_rate {
+            let floor = Duration::from_secs_f64(big.size as f64 / rate);
+            let _ = writeln!(
+                section.text,
+                "\nDurable-write floor: this disk took {:.0} MB/s written and flushed with `fsync` \
+                 (measured at the start of the run), so {} cannot be on it, flushed, in under \
+                 {:.2} s; rangefetch ÷ that floor: {}. rangefetch is the only tool here that \
+                 flushes the file before publishing it; the others leave it in the page cache.",
+                rate / 1e6,
+                format_size(big.size),
+                floor.as_secs_f64(),
+                report::times(ratio(reference, Some(floor)))
+            );
+        }
+        // The file was just read by every run, so it is in the page cache.
+        let openssl = limits::openssl_sha256_rate();
+        let hashed = limits::rangefetch_hash_rate(self.rangefetch, big);
+        if let Err(error) = &hashed {
+            eprintln!("note: rangefetch hash: {error:#}");
+        }
+        let hashed = hashed.ok();
+        let hash_ratio = hashed.zip(openssl).map(|(ours, theirs)| ours / theirs);
+        let _ = writeln!(
+            section.text,
+            "\n`rangefetch hash` of the {} file in the page cache: {} MB/s (best of 3); \
+             `openssl speed -evp sha256` (16 KiB blocks, one core): {} MB/s; ratio {}.",
+            format_size(big.size),
+            hashed.map_or_else(|| "–".to_owned(), |rate| format!("{:.0}", rate / 1e6)),
+            openssl.map_or_else(|| "–".to_owned(), |rate| format!("{:.0}", rate / 1e6)),
+            report::times(hash_ratio)
+        );
+        section.checks.push(Check::at_least(
+            "hash: `rangefetch hash` ÷ `openssl speed -evp sha256` ≥ 0.95",
+            hash_ratio,
+            0.95,
+        ));
         section.finish("fast", &jobs, &summaries);
         Ok(section)
     }
@@ -130,6 +164,18 @@ impl Context<'_> {
             ideal.as_secs_f64(),
             report::times(ratio(reference, Some(ideal)))
         );
+        if let Some(rate) = self.disk_rate {
+            let floor = ideal.max(Duration::from_secs_f64(mid.size as f64 / rate));
+            let _ = writeln!(
+                section.text,
+                "With the flush: the disk took {:.0} MB/s written and flushed (at the start of \
+                 the run), so the floor is the longer of the transfer and the flush, {:.2} s; \
+                 rangefetch ÷ that floor: {}.\n",
+                rate / 1e6,
+                floor.as_secs_f64(),
+                report::times(ratio(reference, Some(floor)))
+            );
+        }
         if let Some(summary) = rangefetch {
             let _ = writeln!(
                 section.text,
@@ -160,13 +206,7 @@ impl Context<'_> {
     }
 
     fn flaky(&mut self) -> Result<Section> {
-        let Some(servers) = self.flaky_servers()? else {
-            return Ok(skipped(
-                "flaky",
-                "rangefetch-testserver has no --cut flag, and the reference flaky_server.py \
-                 (or python3) was not found",
-            ));
-        };
+        let servers = self.flaky_servers()?;
         let size = servers.flaky.source.size;
         let timeout = Duration::from_secs(120).max(Duration::from_secs(size >> 22));
         let variant = Variant {
@@ -503,71 +543,37 @@ impl Context<'_> {
         .context("cannot write runs.csv")
     }
 
-    /// The flaky link and the same server without cuts: the in-repo test
-    /// server once it has a `--cut` flag, else the reference script.
-    fn flaky_servers(&mut self) -> Result<Option<FlakyServers>> {
-        let help = Command::new(self.testserver)
-            .arg("--help")
-            .output()
-            .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
-            .unwrap_or_default();
+    /// The flaky link and the same server without cuts, both
+    /// rangefetch-testserver.
+    fn flaky_servers(&mut self) -> Result<FlakyServers> {
         let size = self.options.sizes.mid;
-        if help.contains(TESTSERVER_CUT_FLAG) {
-            let path = format!("/flaky-{}.bin", format_size(size));
-            let flaky = ChildServer::test_server(
-                self.testserver,
-                size,
-                7,
-                &[
-                    TESTSERVER_CUT_FLAG.to_owned(),
-                    TESTSERVER_CUT_VALUE.to_owned(),
-                    "--path".to_owned(),
-                    path.clone(),
-                ],
-                &self.log_dir.join("flaky-testserver.log"),
-            )?;
-            let fault_free = ChildServer::test_server(
-                self.testserver,
-                size,
-                7,
-                &["--path".to_owned(), path],
-                &self.log_dir.join("fault-free-testserver.log"),
-            )?;
-            return Ok(Some(FlakyServers {
-                flaky,
-                fault_free,
-                description: format!(
-                    "rangefetch-testserver {TESTSERVER_CUT_FLAG} {TESTSERVER_CUT_VALUE} (FIN close)"
-                ),
-            }));
-        }
-        let (Some(script), Some(mid), true) = (&self.options.flaky_script, self.mid, self.python3)
-        else {
-            return Ok(None);
-        };
-        if !script.is_file() {
-            return Ok(None);
-        }
-        self.used_python = true;
-        let flaky = ChildServer::flaky_script(
-            script,
-            self.data_dir,
-            mid,
-            Some(FLAKY_CUT_BYTES),
-            &self.log_dir.join("flaky-server.log"),
+        let path = format!("/flaky-{}.bin", format_size(size));
+        let flaky = ChildServer::test_server(
+            self.testserver,
+            size,
+            7,
+            &[
+                TESTSERVER_CUT_FLAG.to_owned(),
+                TESTSERVER_CUT_VALUE.to_owned(),
+                "--path".to_owned(),
+                path.clone(),
+            ],
+            &self.log_dir.join("flaky-testserver.log"),
         )?;
-        let fault_free = ChildServer::flaky_script(
-            script,
-            self.data_dir,
-            mid,
-            None,
-            &self.log_dir.join("fault-free-server.log"),
+        let fault_free = ChildServer::test_server(
+            self.testserver,
+            size,
+            7,
+            &["--path".to_owned(), path],
+            &self.log_dir.join("fault-free-testserver.log"),
         )?;
-        Ok(Some(FlakyServers {
+        Ok(FlakyServers {
             flaky,
             fault_free,
-            description: format!("the reference `{}` (FIN close, seed 7)", script.display()),
-        }))
+            description: format!(
+                "rangefetch-testserver {TESTSERVER_CUT_FLAG} {TESTSERVER_CUT_VALUE} (FIN close)"
+            ),
+        })
     }
 }
 

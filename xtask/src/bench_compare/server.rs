@@ -286,51 +286,6 @@ impl ChildServer {
         }
         Ok(server)
     }
-
-    /// The reference `flaky_server.py` serving `file` from `docroot`; with
-    /// `cut`, every response ends after a random count of bytes in that
-    /// range, without it the same server never cuts (the fault-free baseline).
-    pub fn flaky_script(
-        script: &Path,
-        docroot: &Path,
-        file: &DataFile,
-        cut: Option<(u64, u64)>,
-        log: &Path,
-    ) -> Result<ChildServer> {
-        // The script only accepts ports 18000-18999.
-        let port = free_port_in(18000..19000)?;
-        // A cut beyond every body never happens.
-        let (min, max) = cut.unwrap_or((u64::MAX / 4, u64::MAX / 4));
-        let log_file =
-            File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-        let mut child = Cmd::new("python3")
-            .arg(script.display().to_string())
-            .args(["--port".to_owned(), port.to_string()])
-            .args(["--root".to_owned(), docroot.display().to_string()])
-            .args(["--min-drop".to_owned(), min.to_string()])
-            .args(["--max-drop".to_owned(), max.to_string()])
-            .args(["--mode", "fin", "--seed", "7"])
-            .spawnable()
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .context("cannot start python3 with the flaky server script")?;
-        let path = format!("/{}", file.file_name);
-        wait_until_served(&mut child, port, &path, file.size).with_context(|| {
-            format!("the flaky server did not come up (log: {})", log.display())
-        })?;
-        Ok(ChildServer {
-            source: Source {
-                url: format!("http://127.0.0.1:{port}{path}"),
-                file_name: file.file_name.clone(),
-                size: file.size,
-                sha256: file.sha256.clone(),
-                server_pids: vec![child.id()],
-            },
-            child,
-        })
-    }
 }
 
 impl Drop for ChildServer {
@@ -360,16 +315,6 @@ fn free_ports() -> Result<[u16; 2]> {
     let second =
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot bind a loopback port")?;
     Ok([first.local_addr()?.port(), second.local_addr()?.port()])
-}
-
-fn free_port_in(range: std::ops::Range<u16>) -> Result<u16> {
-    // Start at a pid-dependent offset so that two runs rarely race for one port.
-    let span = range.end - range.start;
-    let offset = (std::process::id() % u32::from(span)) as u16;
-    (0..span)
-        .map(|step| range.start + (offset + step) % span)
-        .find(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, *port)).is_ok())
-        .with_context(|| format!("no free loopback port in {range:?}"))
 }
 
 /// Waits until `HEAD path` on the port answers 200 with the expected length,

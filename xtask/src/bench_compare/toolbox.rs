@@ -14,7 +14,6 @@ pub struct Toolbox {
     pub nginx: Option<PathBuf>,
     /// GNU time, for CPU and peak RSS.
     pub time: Option<PathBuf>,
-    pub python3: Option<PathBuf>,
     /// For the report: what was skipped and why.
     pub notes: Vec<String>,
 }
@@ -88,7 +87,6 @@ impl Toolbox {
             tools,
             nginx,
             time,
-            python3: find_program("python3"),
             notes,
         }
     }
