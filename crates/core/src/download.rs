@@ -20,7 +20,7 @@ use crate::journal::Journal;
 use crate::plan::{Scheduler, TakeOver};
 use crate::probe::{FirstBody, Remote, probe};
 use crate::range::RangeSet;
-use crate::retry::{Jitter, backoff_delay, next_delay};
+use crate::retry::{Backoff, Jitter};
 use crate::size::format_size;
 use crate::store::{PartFile, WriteMode, free_space, parent_dir, sync_dir, write_atomic};
 use crate::verify::{HashFollower, HashProgress, hash_file};
@@ -541,20 +541,13 @@ impl Download {
                 Ok(found) => return Ok(found),
                 Err(error) if error.is_retryable() && failures < self.config.retries => {
                     failures += 1;
-                    let backoff = backoff_delay(
+                    let delay = Backoff::DEFAULT.delay(failures, error.retry_after(), &mut jitter);
+                    self.emit(Event::retry(
+                        crate::range::ByteRange::new(0, self.config.chunk_size),
                         failures,
-                        Duration::from_millis(250),
-                        Duration::from_secs(10),
-                        jitter.next_unit(),
-                    );
-                    let delay = next_delay(backoff, error.retry_after(), Duration::from_secs(60));
-                    self.emit(Event::Retry {
-                        range: crate::range::ByteRange::new(0, self.config.chunk_size),
-                        attempt: failures,
-                        class: error.kind().class(),
-                        message: error.to_string(),
+                        &error,
                         delay,
-                    });
+                    ));
                     tokio::time::sleep(delay).await;
                 }
                 Err(error) => return Err(error.with_attempts(failures + 1)),
@@ -691,9 +684,7 @@ impl Download {
             retries: self.config.retries,
             download_retries: self.config.download_retries,
             stall_timeout: self.config.stall_timeout,
-            backoff_base: Duration::from_millis(250),
-            backoff_cap: Duration::from_secs(10),
-            max_wait: Duration::from_secs(60),
+            backoff: Backoff::DEFAULT,
             take_over: TakeOver {
                 min_age: Duration::from_secs(2),
                 slow_fraction: 0.25,
@@ -1239,16 +1230,12 @@ pub async fn fetch_text(url: &str, config: &Config, limit: usize) -> Result<Stri
         .urls
         .first()
         .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "no URL given"))?;
-    let mut response = match tokio::time::timeout(
+    let mut response = crate::probe::send_within(
+        client.get(url.clone()),
         config.stall_timeout.max(config.connect_timeout),
-        client.get(url.clone()).send(),
+        url,
     )
-    .await
-    {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => return Err(crate::probe::network_error(error, url)),
-        Err(_) => return Err(Error::new(ErrorKind::Network, "no response in time").with_url(url)),
-    };
+    .await?;
     if !response.status().is_success() {
         return Err(crate::probe::status_error(&response, url));
     }

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::error::Error;
 use crate::range::ByteRange;
 
 /// Something that happened during a download.
@@ -81,6 +82,19 @@ pub enum Event {
         /// Size of the file.
         bytes: u64,
     },
+}
+
+impl Event {
+    /// The retry of `range` after failure number `attempt`, `error`.
+    pub(crate) fn retry(range: ByteRange, attempt: u32, error: &Error, delay: Duration) -> Event {
+        Event::Retry {
+            range,
+            attempt,
+            class: error.kind().class(),
+            message: error.to_string(),
+            delay,
+        }
+    }
 }
 
 /// The callback type events are delivered to. It runs on engine threads, so

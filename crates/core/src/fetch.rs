@@ -21,9 +21,9 @@ use tracing::{debug, warn};
 use crate::error::{Error, ErrorKind, Result, redact_url};
 use crate::event::{Event, EventSink};
 use crate::plan::{Assignment, Scheduler, TakeOver, TaskId};
-use crate::probe::{Validator, header_str, network_error, probe, status_error};
+use crate::probe::{Validator, header_str, next_chunk, probe, send_within, status_error};
 use crate::range::{ByteRange, format_range_header, parse_content_range};
-use crate::retry::{Jitter, backoff_delay, next_delay};
+use crate::retry::{Backoff, Jitter};
 use crate::store::PartFile;
 use crate::verify::HashFollower;
 
@@ -33,9 +33,7 @@ pub(crate) struct FetchPolicy {
     pub retries: u32,
     pub download_retries: u64,
     pub stall_timeout: Duration,
-    pub backoff_base: Duration,
-    pub backoff_cap: Duration,
-    pub max_wait: Duration,
+    pub backoff: Backoff,
     pub take_over: TakeOver,
     /// How long an idle connection waits before looking for work again
     /// while other connections still hold ranges.
@@ -419,22 +417,13 @@ impl Fetcher {
                 self.plan().abort();
                 return Err(error.with_range(still_wanted).with_attempts(failures));
             }
-            let backoff = backoff_delay(
-                failures,
-                self.policy.backoff_base,
-                self.policy.backoff_cap,
-                jitter.next_unit(),
-            );
-            let delay = next_delay(backoff, error.retry_after(), self.policy.max_wait);
+            let delay = self
+                .policy
+                .backoff
+                .delay(failures, error.retry_after(), jitter);
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
             debug!(range = %still_wanted, attempt = failures, error = %error, ?delay, "retrying");
-            self.emit(Event::Retry {
-                range: still_wanted,
-                attempt: failures,
-                class: error.kind().class(),
-                message: error.to_string(),
-                delay,
-            });
+            self.emit(Event::retry(still_wanted, failures, &error, delay));
             tokio::time::sleep(delay).await;
         }
     }
@@ -484,20 +473,7 @@ impl Fetcher {
         if let Some(validator) = source.if_range(mode) {
             request = request.header(header::IF_RANGE, validator);
         }
-        let response = match tokio::time::timeout(self.policy.stall_timeout, request.send()).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => return Err(network_error(error, &url)),
-            Err(_) => {
-                return Err(Error::new(
-                    ErrorKind::Network,
-                    format!(
-                        "no response within {} s",
-                        self.policy.stall_timeout.as_secs()
-                    ),
-                )
-                .with_url(&url));
-            }
-        };
+        let response = send_within(request, self.policy.stall_timeout, &url).await?;
         let got = self.check_response(idx, &url, &response, want, mode)?;
         self.stream_body(id, idx, got, response).await
     }
@@ -604,22 +580,10 @@ impl Fetcher {
         let mut offset = expected.start;
         let mut last = Instant::now();
         while offset < expected.end {
-            let chunk =
-                match tokio::time::timeout(self.policy.stall_timeout, response.chunk()).await {
-                    Ok(Ok(Some(chunk))) => chunk,
-                    Ok(Ok(None)) => break,
-                    Ok(Err(error)) => return Err(network_error(error, &url)),
-                    Err(_) => {
-                        return Err(Error::new(
-                            ErrorKind::Network,
-                            format!(
-                                "stalled: no data for {} s",
-                                self.policy.stall_timeout.as_secs()
-                            ),
-                        )
-                        .with_url(&url));
-                    }
-                };
+            let Some(chunk) = next_chunk(&mut response, self.policy.stall_timeout, &url).await?
+            else {
+                break;
+            };
             let now = Instant::now();
             source.busy_nanos.fetch_add(
                 now.duration_since(last).as_nanos() as u64,

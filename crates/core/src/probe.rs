@@ -8,8 +8,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use reqwest::header::{self, HeaderMap};
-use reqwest::{Client, Response, StatusCode, Url};
+use reqwest::{Client, RequestBuilder, Response, StatusCode, Url};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::header::{parse_content_length, parse_etag, parse_retry_after};
@@ -91,6 +92,42 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// Turns a transport error into an engine error, marking the ones that
 /// repeating cannot fix.
+/// Sends `request` for `url`, waiting at most `timeout` for the response
+/// headers; a failure or the timeout becomes a network error.
+pub(crate) async fn send_within(
+    request: RequestBuilder,
+    timeout: Duration,
+    url: &Url,
+) -> Result<Response> {
+    match tokio::time::timeout(timeout, request.send()).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(error)) => Err(network_error(error, url)),
+        Err(_) => Err(Error::new(
+            ErrorKind::Network,
+            format!("no response within {} s", timeout.as_secs()),
+        )
+        .with_url(url)),
+    }
+}
+
+/// The next piece of `response`'s body, `None` at its end; no data for
+/// `stall` is a stalled connection, a network error.
+pub(crate) async fn next_chunk(
+    response: &mut Response,
+    stall: Duration,
+    url: &Url,
+) -> Result<Option<Bytes>> {
+    match tokio::time::timeout(stall, response.chunk()).await {
+        Ok(Ok(chunk)) => Ok(chunk),
+        Ok(Err(error)) => Err(network_error(error, url)),
+        Err(_) => Err(Error::new(
+            ErrorKind::Network,
+            format!("stalled: no data for {} s", stall.as_secs()),
+        )
+        .with_url(url)),
+    }
+}
+
 pub(crate) fn network_error(error: reqwest::Error, url: &Url) -> Error {
     let mut message = if error.is_timeout() {
         "request timed out".to_owned()
@@ -161,17 +198,7 @@ pub(crate) async fn probe(
         request = request.header(header::RANGE, value);
     }
     let sent = Instant::now();
-    let response = match tokio::time::timeout(timeout, request.send()).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => return Err(network_error(error, url)),
-        Err(_) => {
-            return Err(Error::new(
-                ErrorKind::Network,
-                format!("no response within {} s", timeout.as_secs()),
-            )
-            .with_url(url));
-        }
-    };
+    let response = send_within(request, timeout, url).await?;
     let latency = sent.elapsed();
     let final_url = response.url().clone();
     let headers = response.headers();

@@ -40,6 +40,37 @@ pub fn next_delay(
     backoff.max(retry_after.unwrap_or_default()).min(max_wait)
 }
 
+/// The waiting rules of every retry loop (probe, ranges, single stream).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Backoff {
+    /// The first backoff; each further failure doubles it.
+    pub base: Duration,
+    /// The longest backoff.
+    pub cap: Duration,
+    /// The longest wait of all, `Retry-After` included.
+    pub max_wait: Duration,
+}
+
+impl Backoff {
+    pub(crate) const DEFAULT: Backoff = Backoff {
+        base: Duration::from_millis(250),
+        cap: Duration::from_secs(10),
+        max_wait: Duration::from_secs(60),
+    };
+
+    /// How long to wait after failure number `failures` (1-based), given the
+    /// server's `Retry-After`, if it sent one.
+    pub(crate) fn delay(
+        &self,
+        failures: u32,
+        retry_after: Option<Duration>,
+        jitter: &mut Jitter,
+    ) -> Duration {
+        let backoff = backoff_delay(failures, self.base, self.cap, jitter.next_unit());
+        next_delay(backoff, retry_after, self.max_wait)
+    }
+}
+
 /// A small xorshift generator for jitter; not for anything that needs to be
 /// unpredictable.
 #[derive(Clone, Debug)]

@@ -5,16 +5,15 @@
 //! byte is counted twice.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use reqwest::{Response, StatusCode, header};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Event;
 use crate::fetch::Fetcher;
-use crate::probe::{Validator, network_error, status_error};
+use crate::probe::{Validator, next_chunk, send_within, status_error};
 use crate::range::ByteRange;
-use crate::retry::{Jitter, backoff_delay, next_delay};
+use crate::retry::Jitter;
 
 /// Streams the whole body into the part file; returns its length.
 pub(crate) async fn single_stream(fetcher: &Fetcher, first: Response) -> Result<u64> {
@@ -34,23 +33,17 @@ pub(crate) async fn single_stream(fetcher: &Fetcher, first: Response) -> Result<
         if !error.is_retryable() || failures > fetcher.policy.retries {
             return Err(error.with_attempts(failures));
         }
-        let backoff = backoff_delay(
-            failures,
-            fetcher.policy.backoff_base,
-            fetcher.policy.backoff_cap,
-            jitter.next_unit(),
-        );
-        let delay = next_delay(backoff, error.retry_after(), fetcher.policy.max_wait);
+        let delay = fetcher
+            .policy
+            .backoff
+            .delay(failures, error.retry_after(), &mut jitter);
         fetcher.counters.retries.fetch_add(1, Ordering::Relaxed);
-        if let Some(sink) = &fetcher.events {
-            sink(Event::Retry {
-                range: ByteRange::new(0, fetcher.total.unwrap_or(0)),
-                attempt: failures,
-                class: error.kind().class(),
-                message: error.to_string(),
-                delay,
-            });
-        }
+        fetcher.emit(Event::retry(
+            ByteRange::new(0, fetcher.total.unwrap_or(0)),
+            failures,
+            &error,
+            delay,
+        ));
         tokio::time::sleep(delay).await;
         // Start over: forget the hash and what was counted.
         fetcher.hasher.reset();
@@ -65,11 +58,7 @@ async fn request_whole(fetcher: &Fetcher) -> Result<u64> {
         .client
         .get(url.clone())
         .header(header::ACCEPT_ENCODING, "identity");
-    let response = match tokio::time::timeout(fetcher.policy.stall_timeout, request.send()).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => return Err(network_error(error, url)),
-        Err(_) => return Err(stalled(fetcher.policy.stall_timeout).with_url(url)),
-    };
+    let response = send_within(request, fetcher.policy.stall_timeout, url).await?;
     if response.status() != StatusCode::OK {
         return Err(status_error(&response, url));
     }
@@ -86,25 +75,11 @@ async fn request_whole(fetcher: &Fetcher) -> Result<u64> {
     stream_once(fetcher, response).await
 }
 
-fn stalled(timeout: Duration) -> Error {
-    Error::new(
-        ErrorKind::Network,
-        format!("stalled: no data for {} s", timeout.as_secs()),
-    )
-}
-
 async fn stream_once(fetcher: &Fetcher, mut response: Response) -> Result<u64> {
     let url = &fetcher.sources[0].url();
     let expected = fetcher.total;
     let mut offset = 0u64;
-    loop {
-        let chunk = match tokio::time::timeout(fetcher.policy.stall_timeout, response.chunk()).await
-        {
-            Ok(Ok(Some(chunk))) => chunk,
-            Ok(Ok(None)) => break,
-            Ok(Err(error)) => return Err(network_error(error, url)),
-            Err(_) => return Err(stalled(fetcher.policy.stall_timeout).with_url(url)),
-        };
+    while let Some(chunk) = next_chunk(&mut response, fetcher.policy.stall_timeout, url).await? {
         let end = offset + chunk.len() as u64;
         if expected.is_some_and(|total| end > total) {
             return Err(
