@@ -10,11 +10,13 @@ mod support_net;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Expect, WRONG_SHA256, check, run, run_against, sha256_file, spawn, tempdir};
+use common::{
+    Expect, WRONG_SHA256, check, run, run_against, settled_body_bytes, sha256_file, spawn, tempdir,
+};
 use rangefetch_testserver::{
     Fault, FaultRule, FaultScript, FileSpec, ServerConfig, TestServer, sha256_hex,
 };
-use support_net::{closed_port, files_under, run_env, settled_body_bytes};
+use support_net::{closed_port, files_under, run_env};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;

@@ -7,9 +7,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Expect, Run, check, run_against, sha256_bytes, spawn, tempdir, with_suffix};
+use common::{
+    Expect, Run, check, run_against, settled_body_bytes, sha256_bytes, spawn, tempdir, with_suffix,
+};
 use rangefetch_testserver::{
     Fault, FaultRule, FaultScript, FileSpec, RequestLog, ServerConfig, TestServer, When,
 };
@@ -91,25 +93,6 @@ fn covered_prefix(requests: &[&RequestLog]) -> u64 {
         covered_to = covered_to.max(end);
     }
     covered_to
-}
-
-/// A server's body-byte count once it has stopped moving (responses to a client that is gone
-/// fail within moments).
-fn settled_bytes(server: &TestServer) -> u64 {
-    let until = Instant::now() + Duration::from_secs(5);
-    let mut last = server.body_bytes_sent();
-    let mut stable_since = Instant::now();
-    while Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-        let now = server.body_bytes_sent();
-        if now != last {
-            last = now;
-            stable_since = Instant::now();
-        } else if stable_since.elapsed() >= Duration::from_millis(100) {
-            break;
-        }
-    }
-    last
 }
 
 /// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the form of `Retry-After` dates.
@@ -648,36 +631,6 @@ fn status_429_with_retry_after_date_is_honoured() {
     );
 }
 
-#[test]
-fn not_found_exits_1_after_one_request() {
-    let file = FileSpec::new("/img.bin", MIB, 110);
-    let server = start(
-        vec![file],
-        vec![FaultRule::always(Fault::Status {
-            code: 404,
-            retry_after: None,
-        })],
-    );
-    let dir = tempdir();
-    let out = dir.path().join("img.bin");
-    let run = run_against(&server, dir.path(), &["get", &server.url("/img.bin")]);
-    check(
-        &run,
-        &out,
-        &Expect::failure(1)
-            .part_kept(false)
-            .max_requests(1)
-            .served(0..=0)
-            .stderr_has("404"),
-    );
-    assert!(
-        run.elapsed < Duration::from_secs(5),
-        "a 404 is permanent, yet the run took {:?}\n{}",
-        run.elapsed,
-        run.describe()
-    );
-}
-
 /// A permanent status for one range mid-download: exit 1 at once, the range asked once.
 fn permanent_status_on_a_range(code: u16) {
     let size = 4 * MIB;
@@ -1065,10 +1018,12 @@ fn content_change_with_the_old_sha256_exits_3_and_leaves_nothing() {
 
 #[test]
 fn ok_to_an_etag_if_range_switches_form_without_restarting() {
-    // Up to two requests (the two first connections) can carry the ETag form before the first
-    // 200 is seen, and each 200 pushes a few MB into the loopback socket buffers before the
-    // client hangs up; 64 MiB keeps that within the fifth this test allows.
+    // Up to four requests (the connections the engine starts with) can carry the ETag form
+    // before the first 200 is seen, and each 200 pushes a few MB into the loopback socket
+    // buffers before the client hangs up (2.7-4.3 MiB each seen on a busy machine): allow 6 MiB
+    // for each. Reading a whole 200 body would cost 63 MiB more.
     let size = 64 * MIB;
+    let per_full_body = 6 * MIB;
     let file = FileSpec::new("/img.bin", size, 120);
     let expected = file.sha256_hex();
     let etag = file.etag.clone().expect("FileSpec::new has an ETag");
@@ -1090,7 +1045,7 @@ fn ok_to_an_etag_if_range_switches_form_without_restarting() {
         &run,
         &out,
         &Expect::success(&expected)
-            .served(size..=size + size / 5)
+            .served(size..=size + 4 * per_full_body)
             .ranged()
             .covers(size),
     );
@@ -1333,7 +1288,7 @@ fn two_mirrors_both_serve() {
     );
     check(&run, &out, &Expect::success(&expected).ranged());
     let from_primary = served_bytes(&run);
-    let from_mirror = settled_bytes(&mirror);
+    let from_mirror = settled_body_bytes(&mirror);
     assert!(
         from_primary > 0 && from_mirror > 0,
         "primary sent {from_primary}, mirror {from_mirror} bytes: both should serve\n{}",
@@ -1382,7 +1337,7 @@ fn ranges_follow_the_faster_mirror() {
     );
     check(&run, &out, &Expect::success(&expected));
     let from_slow = served_bytes(&run);
-    let from_fast = settled_bytes(&fast);
+    let from_fast = settled_body_bytes(&fast);
     assert!(
         from_fast > 4 * from_slow,
         "the fast mirror sent {from_fast} bytes, the slow one {from_slow}\n{}",
@@ -1436,7 +1391,7 @@ fn mirror_of_another_size_is_dropped_with_a_warning() {
         "a mirror of another size must see its probe only: {:#?}",
         other.requests()
     );
-    assert!(settled_bytes(&other) <= 1);
+    assert!(settled_body_bytes(&other) <= 1);
 }
 
 #[test]
@@ -1538,13 +1493,13 @@ fn killing_half_the_mirrors_mid_download_still_completes() {
     })]));
     let run = running.wait();
     // Responses already streaming when the script changed run to their end.
-    let from_failing = settled_bytes(&failing);
+    let from_failing = settled_body_bytes(&failing);
     check(
         &run,
         &out,
         &Expect::success(&expected).stderr_has("dropping mirror"),
     );
-    let from_survivors = served_bytes(&run) + settled_bytes(&survivor);
+    let from_survivors = served_bytes(&run) + settled_body_bytes(&survivor);
     assert!(
         from_survivors > 0,
         "the surviving mirrors sent nothing\n{}",

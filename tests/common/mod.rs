@@ -59,18 +59,32 @@ pub fn run_against(server: &TestServer, dir: &Path, args: &[&str]) -> Run {
 /// Starts `rangefetch ARGS` in `dir`; `server`, if given, is snapshotted now so that the
 /// finished [`Run`] reports only what this run cost it.
 pub fn spawn<'s>(dir: &Path, args: &[&str], server: Option<&'s TestServer>) -> Running<'s> {
+    spawn_env(dir, args, server, &[])
+}
+
+/// [`spawn`], with these environment variables added to the clean environment of
+/// [`rangefetch`].
+pub fn spawn_env<'s>(
+    dir: &Path,
+    args: &[&str],
+    server: Option<&'s TestServer>,
+    env: &[(&str, &str)],
+) -> Running<'s> {
     let baseline = server.map(|server| Baseline {
         server,
         body_bytes: server.body_bytes_sent(),
         n_requests: server.requests().len(),
     });
-    let mut child = rangefetch()
+    let mut command = rangefetch();
+    command
         .args(args)
         .current_dir(dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the rangefetch binary");
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("spawn the rangefetch binary");
     let stdout = child.stdout.take().map(read_all_in_thread);
     let stderr = child.stderr.take().map(read_all_in_thread);
     Running {
@@ -236,7 +250,7 @@ impl Drop for Running<'_> {
 
 /// The server's byte count once responses to a client that is gone have stopped: writes to
 /// its sockets fail within moments, so the count stops moving.
-fn settled_body_bytes(server: &TestServer) -> u64 {
+pub fn settled_body_bytes(server: &TestServer) -> u64 {
     let until = Instant::now() + Duration::from_secs(5);
     let mut last = server.body_bytes_sent();
     let mut stable_since = Instant::now();
@@ -894,65 +908,10 @@ impl Nginx {
 
     /// Serves `root`; a port taken between choosing and binding it is retried with another.
     pub fn start_with(root: &Path, options: &NginxOptions) -> Nginx {
-        let program = find_nginx();
-        let version = Command::new(&program)
-            .arg("-V")
-            .output()
-            .expect("run `nginx -V`");
-        let build_flags = String::from_utf8_lossy(&version.stderr).into_owned();
-        let mut last_failure = String::new();
-        for _attempt in 0..5 {
-            let dir = tempfile::Builder::new()
-                .prefix("rangefetch-nginx-")
-                .tempdir()
-                .expect("create nginx's directory");
-            let port = free_port();
-            let conf = nginx_conf(dir.path(), root, port, options, &build_flags);
-            let conf_path = dir.path().join("nginx.conf");
-            std::fs::write(&conf_path, conf).expect("write nginx.conf");
-            let error_log = dir.path().join("error.log");
-            let mut child = Command::new(&program)
-                .arg("-p")
-                .arg(dir.path())
-                .arg("-e")
-                .arg(&error_log)
-                .arg("-c")
-                .arg(&conf_path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|error| panic!("spawn {}: {error}", program.display()));
-            let until = Instant::now() + Duration::from_secs(15);
-            let exited = loop {
-                if let Some(status) = child.try_wait().expect("poll nginx") {
-                    break Some(status);
-                }
-                if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
-                    break None;
-                }
-                if Instant::now() > until {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "nginx did not accept connections on 127.0.0.1:{port} within 15 s; error log:\n{}",
-                        std::fs::read_to_string(&error_log).unwrap_or_default()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            };
-            match exited {
-                None => return Nginx { child, port, dir },
-                Some(status) => {
-                    let log = std::fs::read_to_string(&error_log).unwrap_or_default();
-                    if !log.contains("Address already in use") {
-                        panic!("nginx exited at start ({status}); error log:\n{log}");
-                    }
-                    last_failure = log;
-                }
-            }
-        }
-        panic!("nginx could not bind a free loopback port in 5 attempts:\n{last_failure}");
+        let (child, port, dir) = start_nginx("rangefetch-nginx-", |dir, port, build_flags| {
+            nginx_conf(dir, root, port, options, build_flags)
+        });
+        Nginx { child, port, dir }
     }
 
     /// `http://127.0.0.1:PORT` followed by `path`.
@@ -975,6 +934,73 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts nginx (no master, no daemon) with the configuration `conf(dir, port, build_flags)`
+/// written into a fresh temporary directory named with `prefix`, and waits until it accepts
+/// connections. A port taken between choosing and binding it is retried with another.
+pub fn start_nginx(
+    prefix: &str,
+    conf: impl Fn(&Path, u16, &str) -> String,
+) -> (Child, u16, tempfile::TempDir) {
+    let program = find_nginx();
+    let version = Command::new(&program)
+        .arg("-V")
+        .output()
+        .expect("run `nginx -V`");
+    let build_flags = String::from_utf8_lossy(&version.stderr).into_owned();
+    let mut last_failure = String::new();
+    for _attempt in 0..5 {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .expect("create nginx's directory");
+        let port = free_port();
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf(dir.path(), port, &build_flags)).expect("write nginx.conf");
+        let error_log = dir.path().join("error.log");
+        let mut child = Command::new(&program)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(&error_log)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("spawn {}: {error}", program.display()));
+        let until = Instant::now() + Duration::from_secs(15);
+        let exited = loop {
+            if let Some(status) = child.try_wait().expect("poll nginx") {
+                break Some(status);
+            }
+            if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                break None;
+            }
+            if Instant::now() > until {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "nginx did not accept connections on 127.0.0.1:{port} within 15 s; error log:\n{}",
+                    std::fs::read_to_string(&error_log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        match exited {
+            None => return (child, port, dir),
+            Some(status) => {
+                let log = std::fs::read_to_string(&error_log).unwrap_or_default();
+                if !log.contains("Address already in use") {
+                    panic!("nginx exited at start ({status}); error log:\n{log}");
+                }
+                last_failure = log;
+            }
+        }
+    }
+    panic!("nginx could not bind a free loopback port in 5 attempts:\n{last_failure}");
 }
 
 /// nginx from PATH or the sbin directories; the tests need it and say how to get it.
@@ -1001,7 +1027,7 @@ fn find_nginx() -> PathBuf {
 }
 
 /// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|listener| listener.local_addr())
         .expect("bind a loopback port")

@@ -10,114 +10,25 @@
     reason = "each test file uses its own subset of the helpers"
 )]
 
-use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rangefetch_testserver::TestServer;
 
-use crate::common::{RUN_TIMEOUT, Run, Served, rangefetch};
+use crate::common::{Run, free_port, spawn_env, start_nginx};
 
 /// Runs `rangefetch ARGS` in `dir` with these environment variables added to the clean
-/// environment of [`rangefetch`], and records what `server` (if given) saw during the run.
+/// environment of [`rangefetch`](crate::common::rangefetch), and records what `server` (if
+/// given) saw during the run.
 pub fn run_env(
     server: Option<&TestServer>,
     dir: &Path,
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Run {
-    let baseline = server.map(|server| (server.body_bytes_sent(), server.requests().len()));
-    let mut command = rangefetch();
-    command
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let started = Instant::now();
-    let mut child = command.spawn().expect("spawn the rangefetch binary");
-    let stdout = child.stdout.take().map(read_all_in_thread);
-    let stderr = child.stderr.take().map(read_all_in_thread);
-    let mut killed = false;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("poll the rangefetch process") {
-            break status;
-        }
-        if started.elapsed() > RUN_TIMEOUT {
-            let _ = child.kill();
-            killed = true;
-            break child.wait().expect("reap the rangefetch process");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let elapsed = started.elapsed();
-    let text = |handle: Option<JoinHandle<Vec<u8>>>| {
-        let bytes = handle
-            .map(|handle| handle.join().expect("the pipe reader does not panic"))
-            .unwrap_or_default();
-        String::from_utf8_lossy(&bytes).into_owned()
-    };
-    let served = server
-        .zip(baseline)
-        .map(|(server, (bytes, n_requests))| Served {
-            body_bytes: settled_body_bytes(server) - bytes,
-            requests: server.requests()[n_requests..].to_vec(),
-        });
-    let run = Run {
-        args: args.iter().map(|arg| (*arg).to_owned()).collect(),
-        dir: dir.to_owned(),
-        status,
-        stdout: text(stdout),
-        stderr: text(stderr),
-        elapsed,
-        served,
-    };
-    assert!(
-        !killed,
-        "rangefetch did not finish within {RUN_TIMEOUT:?}; killed it\n{}",
-        run.describe()
-    );
-    run
-}
-
-fn read_all_in_thread(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        bytes
-    })
-}
-
-/// The server's byte count once it has stopped moving (responses to a client that is gone
-/// fail within moments).
-pub fn settled_body_bytes(server: &TestServer) -> u64 {
-    let until = Instant::now() + Duration::from_secs(5);
-    let mut last = server.body_bytes_sent();
-    let mut stable_since = Instant::now();
-    while Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-        let now = server.body_bytes_sent();
-        if now != last {
-            last = now;
-            stable_since = Instant::now();
-        } else if stable_since.elapsed() >= Duration::from_millis(100) {
-            break;
-        }
-    }
-    last
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .expect("bind a loopback port")
-        .port()
+    spawn_env(dir, args, server, env).wait()
 }
 
 /// A loopback port on which nothing listens: connecting to it is refused.
@@ -454,75 +365,15 @@ impl TlsNginx {
     /// Serves `root` over TLS with the server certificate of `pki`; a port taken between
     /// choosing and binding it is retried with another.
     pub fn start(root: &Path, pki: &TestPki) -> TlsNginx {
-        let program = find_program("nginx").unwrap_or_else(|| {
-            panic!(
-                "nginx is not installed (looked in PATH and /usr/sbin): run `cargo xtask test`, \
-                 which installs it, or `apt-get install nginx-light`"
-            )
+        let (child, port, dir) = start_nginx("rangefetch-nginx-tls-", |dir, port, build_flags| {
+            assert!(
+                build_flags.contains("--with-http_ssl_module"),
+                "this nginx has no TLS (no --with-http_ssl_module): install Debian's nginx-light \
+                 (`cargo xtask test` does)"
+            );
+            nginx_tls_conf(dir, root, port, pki, build_flags)
         });
-        let version = Command::new(&program)
-            .arg("-V")
-            .output()
-            .expect("run `nginx -V`");
-        let build_flags = String::from_utf8_lossy(&version.stderr).into_owned();
-        assert!(
-            build_flags.contains("--with-http_ssl_module"),
-            "this nginx has no TLS (no --with-http_ssl_module): install Debian's nginx-light \
-             (`cargo xtask test` does)"
-        );
-        let mut last_failure = String::new();
-        for _attempt in 0..5 {
-            let dir = tempfile::Builder::new()
-                .prefix("rangefetch-nginx-tls-")
-                .tempdir()
-                .expect("create nginx's directory");
-            let port = free_port();
-            let conf = nginx_tls_conf(dir.path(), root, port, pki, &build_flags);
-            let conf_path = dir.path().join("nginx.conf");
-            std::fs::write(&conf_path, conf).expect("write nginx.conf");
-            let error_log = dir.path().join("error.log");
-            let mut child = Command::new(&program)
-                .arg("-p")
-                .arg(dir.path())
-                .arg("-e")
-                .arg(&error_log)
-                .arg("-c")
-                .arg(&conf_path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|error| panic!("spawn {}: {error}", program.display()));
-            let until = Instant::now() + Duration::from_secs(15);
-            let exited = loop {
-                if let Some(status) = child.try_wait().expect("poll nginx") {
-                    break Some(status);
-                }
-                if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
-                    break None;
-                }
-                if Instant::now() > until {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "nginx did not accept connections on 127.0.0.1:{port} within 15 s; error log:\n{}",
-                        read_lossy(&error_log)
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            };
-            match exited {
-                None => return TlsNginx { child, port, dir },
-                Some(status) => {
-                    let log = read_lossy(&error_log);
-                    if !log.contains("Address already in use") {
-                        panic!("nginx exited at start ({status}); error log:\n{log}");
-                    }
-                    last_failure = log;
-                }
-            }
-        }
-        panic!("nginx could not bind a free loopback port in 5 attempts:\n{last_failure}");
+        TlsNginx { child, port, dir }
     }
 
     /// The port it listens on.
