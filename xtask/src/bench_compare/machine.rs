@@ -54,10 +54,14 @@ pub fn describe(root: &Path, out: &Path, rangefetch: &Path, programs: &[&str]) -
         })
         .unwrap_or_default();
     lines.push(format!("- system: {os}, kernel {}", kernel.trim()));
-    let filesystem = first_line("stat", &["-f", "-c", "%T", &out.display().to_string()])
+    // findmnt names ext4 as such; `stat -f` reports every ext as ext2/ext3.
+    let out_arg = out.display().to_string();
+    let filesystem = first_line("findmnt", &["-n", "-o", "FSTYPE", "-T", &out_arg])
+        .or_else(|| first_line("stat", &["-f", "-c", "%T", &out_arg]))
         .unwrap_or_else(|| "?".to_owned());
     lines.push(format!(
-        "- out dir: {} ({filesystem}; downloads go to the page cache, no tool fsyncs)",
+        "- out dir: {} ({filesystem}); rangefetch flushes each file to the disk (`fsync`) \
+         before it publishes it, the other tools leave theirs in the page cache",
         out.display()
     ));
     let root_arg = root.display().to_string();
