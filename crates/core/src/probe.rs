@@ -90,8 +90,6 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     header_str(headers, header::RETRY_AFTER).and_then(|v| parse_retry_after(v, SystemTime::now()))
 }
 
-/// Turns a transport error into an engine error, marking the ones that
-/// repeating cannot fix.
 /// Sends `request` for `url`, waiting at most `timeout` for the response
 /// headers; a failure or the timeout becomes a network error.
 pub(crate) async fn send_within(
@@ -99,15 +97,7 @@ pub(crate) async fn send_within(
     timeout: Duration,
     url: &Url,
 ) -> Result<Response> {
-    match tokio::time::timeout(timeout, request.send()).await {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(error)) => Err(network_error(error, url)),
-        Err(_) => Err(Error::new(
-            ErrorKind::Network,
-            format!("no response within {} s", timeout.as_secs()),
-        )
-        .with_url(url)),
-    }
+    within(timeout, request.send(), url, "no response within").await
 }
 
 /// The next piece of `response`'s body, `None` at its end; no data for
@@ -117,17 +107,28 @@ pub(crate) async fn next_chunk(
     stall: Duration,
     url: &Url,
 ) -> Result<Option<Bytes>> {
-    match tokio::time::timeout(stall, response.chunk()).await {
-        Ok(Ok(chunk)) => Ok(chunk),
+    within(stall, response.chunk(), url, "stalled: no data for").await
+}
+
+/// Awaits `work` for at most `limit`; a transport error or running out of
+/// time (`late`, followed by the limit in seconds) is a network error.
+async fn within<T>(
+    limit: Duration,
+    work: impl Future<Output = reqwest::Result<T>>,
+    url: &Url,
+    late: &str,
+) -> Result<T> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(network_error(error, url)),
-        Err(_) => Err(Error::new(
-            ErrorKind::Network,
-            format!("stalled: no data for {} s", stall.as_secs()),
-        )
-        .with_url(url)),
+        Err(_) => Err(
+            Error::new(ErrorKind::Network, format!("{late} {} s", limit.as_secs())).with_url(url),
+        ),
     }
 }
 
+/// Turns a transport error into an engine error, marking the ones that
+/// repeating cannot fix.
 pub(crate) fn network_error(error: reqwest::Error, url: &Url) -> Error {
     let mut message = if error.is_timeout() {
         "request timed out".to_owned()
