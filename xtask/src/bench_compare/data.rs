@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use super::options::format_size;
+use super::size::format_size;
 use crate::cmd::describe;
 
 /// A random file on disk and its digest.

@@ -17,6 +17,7 @@ mod options;
 mod report;
 mod scenario;
 mod server;
+mod size;
 mod tool;
 mod toolbox;
 
@@ -30,10 +31,11 @@ use anyhow::{Context as _, Result};
 
 use self::data::DataFile;
 use self::measure::Runner;
-use self::options::{Request, Scenario, USAGE, format_size};
+use self::options::{Request, Scenario, USAGE};
 use self::report::Check;
 use self::scenario::{Context, issue_sizes};
 use self::server::Nginx;
+use self::size::format_size;
 use self::toolbox::Toolbox;
 use crate::cmd::Cmd;
 use crate::{heading, project_root};

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use super::size::parse_size;
 use super::tool::Tool;
 use crate::Usage;
 
@@ -224,7 +225,7 @@ fn parse_list<T: PartialEq>(
 fn parse_sizes(text: &str) -> Result<Sizes> {
     let sizes: Vec<u64> = text
         .split(',')
-        .map(|part| parse_size(part.trim()))
+        .map(|part| parse_size(part.trim()).map_err(usage))
         .collect::<Result<_>>()?;
     match sizes[..] {
         [big, mid, huge] if big > 0 && mid > 0 && huge > 0 => Ok(Sizes { big, mid, huge }),
@@ -232,42 +233,6 @@ fn parse_sizes(text: &str) -> Result<Sizes> {
             "--sizes wants three sizes above zero, BIG,MID,HUGE, not `{text}`"
         ))),
     }
-}
-
-/// A byte count with an optional unit: decimal `KB MB GB`, binary `KiB MiB GiB`
-/// (also `K M G`), case-insensitive; the same spelling as the test server's.
-pub fn parse_size(text: &str) -> Result<u64> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| usage(format!("`{text}` is not a size like 512MiB")))?;
-    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        _ => return Err(usage(format!("`{text}` has an unknown unit `{unit}`"))),
-    };
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| usage(format!("`{text}` is too large")))
-}
-
-/// `2GiB`, `512MiB`, `4096B`: the shortest exact binary spelling, for names
-/// and headings.
-pub fn format_size(bytes: u64) -> String {
-    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
-    UNITS
-        .iter()
-        .find(|(unit, _)| bytes >= *unit && bytes.is_multiple_of(*unit))
-        .map(|(unit, name)| format!("{}{name}", bytes / unit))
-        .unwrap_or_else(|| format!("{bytes}B"))
 }
 
 #[cfg(test)]
@@ -335,21 +300,12 @@ mod tests {
             "--scenarios ,",
             "--sizes 1GiB,2GiB",
             "--sizes 1GiB,0,1GiB",
+            "--sizes 1GiB,2XB,1GiB",
             "--bogus",
         ] {
             let err = parse_line(line).expect_err(line);
             assert!(err.is::<Usage>(), "`{line}`: {err}");
         }
         assert_eq!(parse_line("--help").ok(), Some(Request::Help));
-    }
-
-    #[test]
-    fn sizes_format_and_parse() {
-        assert_eq!(parse_size("512MiB").ok(), Some(512 << 20));
-        assert_eq!(parse_size("5MB").ok(), Some(5_000_000));
-        assert!(parse_size("1.5GiB").is_err());
-        assert_eq!(format_size(2 << 30), "2GiB");
-        assert_eq!(format_size(64 << 20), "64MiB");
-        assert_eq!(format_size(1000), "1000B");
     }
 }

@@ -14,9 +14,10 @@ use anyhow::{Context as _, Result};
 use super::data::DataFile;
 use super::limits;
 use super::measure::{Run, Runner};
-use super::options::{Options, Scenario, Sizes, format_size};
+use super::options::{Options, Scenario, Sizes};
 use super::report::{self, Check, Summary, Table, ratio, tool_row};
 use super::server::{ChildServer, Nginx, SLOW_RATE_BYTES_PER_SEC, Source};
+use super::size::format_size;
 use super::tool::{self, CONNECTIONS, Job, Tool, Variant};
 
 /// Every response of the flaky link ends after a random count of body bytes
