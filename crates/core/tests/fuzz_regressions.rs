@@ -1,38 +1,59 @@
 //! Replays every input saved under `fuzz/regressions/<target>/` through the
 //! property check its fuzz target runs, so a fuzz crash, once fixed, stays
 //! fixed in a plain `cargo test` (and in CI, which runs no fuzzer for long).
+//! Every target keeps at least one saved input, and a target's folder that is
+//! missing or empty fails its replay instead of replaying nothing.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+
+use rangefetch_core::journal::Journal;
 
 // The fuzz targets' own checks, compiled here too: one definition of each
 // property, whichever way an input reaches it.
 #[path = "../../../fuzz/src/lib.rs"]
 mod checks;
 
-/// The saved inputs of one target, sorted; none when the directory is absent.
+/// The fuzz project, beside the workspace.
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
+}
+
+/// The saved inputs of one target, sorted; panics when there are none.
 fn saved_inputs(target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/regressions")
-        .join(target);
-    let Ok(read_dir) = fs::read_dir(&dir) else {
-        return Vec::new();
-    };
+    let dir = fuzz_dir().join("regressions").join(target);
+    let read_dir = fs::read_dir(&dir).unwrap_or_else(|error| {
+        panic!(
+            "{} must hold the saved inputs of fuzz target `{target}` ({error}); \
+             see fuzz/regressions/README.md",
+            dir.display()
+        )
+    });
     let mut inputs: Vec<PathBuf> = read_dir
         .map(|entry| entry.expect("readable regressions directory").path())
         .filter(|path| path.is_file())
         .collect();
     inputs.sort();
+    assert!(
+        !inputs.is_empty(),
+        "{} holds no saved input for fuzz target `{target}`; see fuzz/regressions/README.md",
+        dir.display()
+    );
     inputs
 }
 
-fn replay(target: &str, check: fn(&[u8])) {
-    for path in saved_inputs(target) {
-        let data = fs::read(&path).expect("readable regression input");
-        // Printed only when the check below panics, naming the input.
-        eprintln!("replaying {}", path.display());
-        check(&data);
-    }
+/// Runs `check` on every saved input of `target`; returns the inputs, read.
+fn replay(target: &str, check: fn(&[u8])) -> Vec<(PathBuf, Vec<u8>)> {
+    saved_inputs(target)
+        .into_iter()
+        .map(|path| {
+            let data = fs::read(&path).expect("readable regression input");
+            // Printed only when the check below panics, naming the input.
+            eprintln!("replaying {}", path.display());
+            check(&data);
+            (path, data)
+        })
+        .collect()
 }
 
 #[test]
@@ -60,6 +81,70 @@ fn headers() {
     replay("headers", checks::check_headers);
 }
 
+/// The journal's inputs say by their name what they are: a `valid-` journal
+/// must decode (or its replay would only check that garbage is rejected), a
+/// `torn-` one must not.
+#[test]
+fn journal() {
+    let inputs = replay("journal", checks::check_journal);
+    let named = |prefix: &str| {
+        inputs
+            .iter()
+            .filter(|(path, _)| {
+                path.file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|name| name.starts_with(prefix))
+            })
+            .collect::<Vec<_>>()
+    };
+    let (valid, torn) = (named("valid-"), named("torn-"));
+    assert!(
+        !valid.is_empty() && !torn.is_empty(),
+        "fuzz/regressions/journal/ needs a `valid-` and a `torn-` journal"
+    );
+    for (path, data) in valid {
+        if let Err(error) = Journal::decode(data) {
+            panic!("{} no longer decodes: {error}", path.display());
+        }
+    }
+    for (path, data) in torn {
+        assert!(
+            Journal::decode(data).is_err(),
+            "{} is torn, yet decodes",
+            path.display()
+        );
+    }
+}
+
+/// Every fuzz target has a folder of saved inputs, so a new target cannot be
+/// added without one (each replay above names its own folder).
+#[test]
+fn every_fuzz_target_has_saved_inputs() {
+    let targets = fs::read_dir(fuzz_dir().join("fuzz_targets")).expect("fuzz/fuzz_targets/");
+    let mut names: Vec<String> = targets
+        .map(|entry| entry.expect("readable fuzz_targets directory").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "rs"))
+        .filter_map(|path| Some(path.file_stem()?.to_str()?.to_owned()))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "checksums",
+            "content_range",
+            "file_name",
+            "headers",
+            "journal",
+            "size"
+        ],
+        "a fuzz target was added or removed: give it a replay here and a folder under \
+         fuzz/regressions/"
+    );
+    for name in &names {
+        saved_inputs(name);
+    }
+}
+
 /// The checks themselves accept ordinary, well-formed inputs (a check that
 /// rejected everything would make every replay above meaningless).
 #[test]
@@ -75,9 +160,4 @@ fn checks_pass_on_well_formed_inputs() {
     checks::check_headers(b"Sun, 06 Nov 1994 08:49:37 GMT");
     checks::check_headers(b"5, 5");
     checks::check_headers(b"attachment; filename*=UTF-8''x%20y.iso");
-}
-
-#[test]
-fn journal() {
-    replay("journal", checks::check_journal);
 }
