@@ -58,7 +58,6 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::{self, File, FileTimes, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -302,7 +301,7 @@ impl Cache {
                 .create(true)
                 .truncate(false)
                 .open(&path)?;
-            if !crate::store::lock_exclusive(&file, wait)? {
+            if !crate::sys::lock_exclusive(&file, wait)? {
                 return Ok(None);
             }
             // Eviction unlinks lock files while holding them. A lock won on
@@ -311,7 +310,7 @@ impl Cache {
             // counts.
             let held = file.metadata()?;
             match fs::metadata(&path) {
-                Ok(current) if current.dev() == held.dev() && current.ino() == held.ino() => {
+                Ok(current) if crate::sys::same_file(&current, &held) => {
                     return Ok(Some(CacheLock { _file: file, path }));
                 }
                 Ok(_) => {}
@@ -421,7 +420,12 @@ impl Cache {
             let Ok(metadata) = temp.metadata() else {
                 continue;
             };
-            if !metadata.is_file() || metadata.ctime() > cutoff {
+            let modified = metadata
+                .modified()
+                .ok()
+                .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(i64::MAX, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            if !metadata.is_file() || modified > cutoff {
                 continue;
             }
             if let Err(error) = fs::remove_file(temp.path()) {
@@ -554,7 +558,7 @@ fn materialize(
 fn reflink_file(src: &Path, dest: &Path) -> io::Result<()> {
     let source = File::open(src)?;
     let target = OpenOptions::new().write(true).create_new(true).open(dest)?;
-    crate::store::reflink(&source, &target)?;
+    crate::sys::reflink(&source, &target)?;
     target.set_permissions(source.metadata()?.permissions())?;
     target.sync_all()
 }
@@ -632,7 +636,7 @@ fn same_inode(a: &Path, b: &Path) -> io::Result<bool> {
         }
         _ => return Ok(false),
     };
-    Ok(a.dev() == b.dev() && a.ino() == b.ino())
+    Ok(crate::sys::same_file(&a, &b))
 }
 
 fn not_cached(hash: &Sha256Hex) -> io::Error {

@@ -1,5 +1,7 @@
-//! The orchestrator: [`Download`] and its builder run probe → plan → fetch →
-//! verify → commit, and restart on a changed remote.
+//! The public face of the engine — [`Download`], its builder, [`Config`] and
+//! [`Outcome`] — and the orchestrator, which reads as the pipeline: probe →
+//! plan → fetch → store → verify → commit, restarting on a changed remote.
+//! Each stage lives in its own module; this one only calls them in order.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, Url};
-use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use crate::cache::Cache;
@@ -15,15 +16,23 @@ use crate::cancel::CancelToken;
 use crate::checksums::Sha256Hex;
 use crate::error::{Error, ErrorKind, Result, redact_url};
 use crate::event::{Event, EventSink};
-use crate::fetch::{Counters, FetchPolicy, Fetcher, Pool, Source};
+use crate::fetch::{FetchPolicy, Fetcher, PoolLimits};
 use crate::journal::Journal;
 use crate::plan::{Scheduler, TakeOver};
+use crate::pool::{Growth, Pool};
 use crate::probe::{FirstBody, Remote, probe};
-use crate::range::RangeSet;
+use crate::progress::{Counters, Ticker};
+use crate::range::{ByteRange, RangeSet};
+use crate::resume::{Checkpointer, part_path, state_path};
 use crate::retry::{Backoff, Jitter};
 use crate::size::format_size;
-use crate::store::{PartFile, WriteMode, free_space, parent_dir, sync_dir, write_atomic};
-use crate::verify::{HashFollower, HashProgress, hash_file};
+use crate::sources::{Source, Sources, probe_mirrors};
+use crate::store::{PartFile, WriteMode, free_space, parent_dir};
+use crate::verify::{HashFollower, HashProgress};
+use crate::{commit, resume, reuse, transport};
+
+#[doc(hidden)]
+pub use crate::transport::fetch_text;
 
 /// Tunables of a download. Every field has a sensible default.
 #[derive(Clone, Debug)]
@@ -133,7 +142,6 @@ pub struct Download {
     events: Option<EventSink>,
     cancel: CancelToken,
     cache: Option<Cache>,
-    peak_connections: std::sync::atomic::AtomicUsize,
 }
 
 impl Download {
@@ -223,18 +231,11 @@ impl DownloadBuilder {
         if self.config.chunk_size == 0 {
             return Err(invalid("chunk size must be at least 1 byte".into()));
         }
-        let mut urls = Vec::new();
-        for raw in &self.urls {
-            let url = Url::parse(raw)
-                .map_err(|e| invalid(format!("invalid URL {raw:?}")).with_source(e))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(invalid(format!(
-                    "unsupported URL scheme {:?}: use http or https",
-                    url.scheme()
-                )));
-            }
-            urls.push(url);
-        }
+        let urls = self
+            .urls
+            .iter()
+            .map(|raw| parse_url(raw))
+            .collect::<Result<Vec<_>>>()?;
         let output = match self.output {
             Some(path) => path,
             None => {
@@ -257,16 +258,22 @@ impl DownloadBuilder {
             events: self.events,
             cancel: self.cancel,
             cache: self.cache,
-            peak_connections: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 }
 
-/// `<out>.part.state`: the resume journal, beside the part file.
-pub fn state_path(output: &Path) -> PathBuf {
-    let mut name = output.as_os_str().to_owned();
-    name.push(".part.state");
-    PathBuf::from(name)
+/// Parses a URL the engine can fetch: `http` or `https`.
+pub(crate) fn parse_url(raw: &str) -> Result<Url> {
+    let invalid = |m: String| Error::new(ErrorKind::InvalidInput, m);
+    let url =
+        Url::parse(raw).map_err(|e| invalid(format!("invalid URL {raw:?}")).with_source(e))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "unsupported URL scheme {:?}: use http or https",
+            url.scheme()
+        )));
+    }
+    Ok(url)
 }
 
 fn cancelled() -> Error {
@@ -274,35 +281,6 @@ fn cancelled() -> Error {
         ErrorKind::Cancelled,
         "cancelled; partial data kept for resume",
     )
-}
-
-/// Flushes the part file, then records what it durably holds. The order is
-/// the whole point: a journal never names a byte that is not on disk.
-fn checkpoint(fetcher: &Fetcher, template: &Journal, state_path: &Path) -> std::io::Result<()> {
-    // Hash progress first: the written set only grows, so it then covers at
-    // least the hashed prefix.
-    let progress = fetcher.hasher.progress();
-    let done = fetcher
-        .scheduler
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .written()
-        .clone();
-    fetcher.part.sync_data()?;
-    let journal = Journal {
-        done,
-        hashed: progress.hashed,
-        hash_state: progress.state,
-        ..template.clone()
-    };
-    write_atomic(state_path, &journal.encode())
-}
-
-/// `<out>.part`, beside the output.
-pub fn part_path(output: &Path) -> PathBuf {
-    let mut name = output.as_os_str().to_owned();
-    name.push(".part");
-    PathBuf::from(name)
 }
 
 impl Download {
@@ -317,42 +295,18 @@ impl Download {
         }
     }
 
-    fn client(&self) -> Result<Client> {
-        let mut builder = Client::builder()
-            .connect_timeout(self.config.connect_timeout)
-            .pool_max_idle_per_host(self.config.connections)
-            .tcp_nodelay(true)
-            .redirect(redirect_policy())
-            .user_agent(concat!("rangefetch/", env!("CARGO_PKG_VERSION")));
-        builder = match &self.config.proxy {
-            Some(proxy) => builder.proxy(reqwest::Proxy::all(proxy).map_err(|e| {
-                Error::new(ErrorKind::InvalidInput, "invalid proxy URL").with_source(e)
-            })?),
-            None => builder.no_proxy(),
-        };
-        for pem in &self.config.ca_certs_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
-                Error::new(ErrorKind::InvalidInput, "invalid CA certificate PEM").with_source(e)
-            })?;
-            if certs.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::InvalidInput,
-                    "no certificate in the CA PEM file",
-                ));
-            }
-            builder = builder.tls_certs_merge(certs);
-        }
-        builder.build().map_err(|e| {
-            Error::new(ErrorKind::InvalidInput, "cannot set up the HTTP client").with_source(e)
-        })
+    /// The probe and mirror-probe timeout: connect, then the headers.
+    fn probe_timeout(&self) -> Duration {
+        self.config.stall_timeout.max(self.config.connect_timeout)
     }
 
     /// Runs the download to completion.
     pub async fn run(&self) -> Result<Outcome> {
         let started = Instant::now();
+        let emit = |event| self.emit(event);
         let mut _cache_lock = None;
         if let Some(expected) = self.sha256 {
-            if let Some(outcome) = self.already_present(expected, started).await? {
+            if let Some(outcome) = reuse::already_present(&self.output, expected, started).await? {
                 return Ok(outcome);
             }
             if let Some(cache) = &self.cache {
@@ -370,7 +324,9 @@ impl Download {
                     }
                     Err(error) => warn!(%error, "cache lock task failed"),
                 }
-                if let Some(outcome) = self.serve_from_cache(cache, expected, started, None).await {
+                if let Some(outcome) =
+                    reuse::from_cache(cache, expected, &self.output, started, None, &emit).await
+                {
                     return Ok(outcome);
                 }
             }
@@ -378,16 +334,7 @@ impl Download {
         let result = self.download(started).await;
         match (&result, &self.cache, self.sha256) {
             (Ok(outcome), Some(cache), Some(_)) if outcome.verified => {
-                let cache = cache.clone();
-                let path = outcome.path.clone();
-                let hash = outcome.sha256;
-                match tokio::task::spawn_blocking(move || cache.insert(&path, &hash)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => self.emit(Event::Notice {
-                        message: format!("could not add the file to the cache: {error}"),
-                    }),
-                    Err(error) => warn!(%error, "cache insert task failed"),
-                }
+                commit::enter_cache(cache, &outcome.path, outcome.sha256, &emit).await;
             }
             (Err(error), Some(cache), Some(expected))
                 if matches!(
@@ -395,9 +342,9 @@ impl Download {
                     ErrorKind::Network | ErrorKind::HttpStatus(_) | ErrorKind::Protocol
                 ) =>
             {
-                if let Some(outcome) = self
-                    .serve_from_cache(cache, expected, started, Some(error))
-                    .await
+                if let Some(outcome) =
+                    reuse::from_cache(cache, expected, &self.output, started, Some(error), &emit)
+                        .await
                 {
                     return Ok(outcome);
                 }
@@ -407,54 +354,10 @@ impl Download {
         result
     }
 
-    /// Places a verified cached copy at the output, if the cache has one.
-    async fn serve_from_cache(
-        &self,
-        cache: &Cache,
-        expected: Sha256Hex,
-        started: Instant,
-        network_error: Option<&Error>,
-    ) -> Option<Outcome> {
-        let cache = cache.clone();
-        let output = self.output.clone();
-        let placed = tokio::task::spawn_blocking(move || cache.place(&expected, &output)).await;
-        let placement = match placed {
-            Ok(Ok(placement)) => placement,
-            Ok(Err(error)) if error.kind() == std::io::ErrorKind::NotFound => return None,
-            Ok(Err(error)) => {
-                self.emit(Event::Notice {
-                    message: format!("cannot use the cached copy: {error}"),
-                });
-                return None;
-            }
-            Err(_) => return None,
-        };
-        let bytes = std::fs::metadata(&self.output)
-            .map(|m| m.len())
-            .unwrap_or(0);
-        let why = match network_error {
-            Some(error) => format!("the download failed ({error}); "),
-            None => String::new(),
-        };
-        self.emit(Event::Notice {
-            message: format!("{why}served from the verified cache ({placement})"),
-        });
-        Some(Outcome {
-            path: self.output.clone(),
-            bytes,
-            sha256: expected,
-            verified: true,
-            already_present: false,
-            from_cache: true,
-            elapsed: started.elapsed(),
-            retries: 0,
-            resumed_bytes: 0,
-            connections: 0,
-        })
-    }
-
+    /// Attempts until one succeeds, fails for good, or the remote changed
+    /// more often than `max_restarts`.
     async fn download(&self, started: Instant) -> Result<Outcome> {
-        let client = self.client()?;
+        let client = transport::client(&self.config)?;
         let part_path = part_path(&self.output);
         let state_path = state_path(&self.output);
         let mut restarts = 0;
@@ -488,62 +391,31 @@ impl Download {
         }
     }
 
-    async fn already_present(
-        &self,
-        expected: Sha256Hex,
-        started: Instant,
-    ) -> Result<Option<Outcome>> {
-        let path = self.output.clone();
-        let Ok(meta) = std::fs::metadata(&path) else {
-            return Ok(None);
-        };
-        if !meta.is_file() {
-            return Ok(None);
-        }
-        let digest = tokio::task::spawn_blocking(move || hash_file(&path))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, "hashing task failed").with_source(e))?
-            .map_err(|e| Error::io(format!("cannot read {}", self.output.display()), e))?;
-        if digest != expected {
-            return Ok(None);
-        }
-        Ok(Some(Outcome {
-            path: self.output.clone(),
-            bytes: meta.len(),
-            sha256: digest,
-            verified: true,
-            already_present: true,
-            from_cache: false,
-            elapsed: started.elapsed(),
-            retries: 0,
-            resumed_bytes: meta.len(),
-            connections: 0,
-        }))
-    }
-
+    /// The probe, retried like any range: the same backoff, counted in the
+    /// download's retries and against its budget.
     async fn probe_with_retries(
         &self,
         client: &Client,
         url: &Url,
         first_len: u64,
+        counters: &Counters,
     ) -> Result<(Remote, FirstBody)> {
         let mut jitter = Jitter::new(seed());
         let mut failures = 0;
         loop {
-            match probe(
-                client,
-                url,
-                first_len,
-                self.config.stall_timeout.max(self.config.connect_timeout),
-            )
-            .await
-            {
+            match probe(client, url, first_len, self.probe_timeout()).await {
                 Ok(found) => return Ok(found),
-                Err(error) if error.is_retryable() && failures < self.config.retries => {
+                Err(error)
+                    if error.is_retryable()
+                        && failures < self.config.retries
+                        && counters.retries.load(Ordering::Relaxed)
+                            < self.config.download_retries =>
+                {
                     failures += 1;
                     let delay = Backoff::DEFAULT.delay(failures, error.retry_after(), &mut jitter);
+                    counters.retries.fetch_add(1, Ordering::Relaxed);
                     self.emit(Event::retry(
-                        crate::range::ByteRange::new(0, self.config.chunk_size),
+                        ByteRange::new(0, first_len.max(1)),
                         failures,
                         &error,
                         delay,
@@ -555,74 +427,7 @@ impl Download {
         }
     }
 
-    /// Reads the resume journal and decides whether it may be trusted for
-    /// this remote; says why not when it may not.
-    fn load_resume(
-        &self,
-        state_path: &Path,
-        part_path: &Path,
-        remote: &Remote,
-        url: &Url,
-    ) -> Option<Journal> {
-        let bytes = match std::fs::read(state_path) {
-            Ok(bytes) => bytes,
-            Err(_) => return None,
-        };
-        let notice = |message: String| {
-            warn!("{message}");
-            self.emit(Event::Notice { message });
-            None
-        };
-        let journal = match Journal::decode(&bytes) {
-            Ok(journal) => journal,
-            Err(error) => {
-                return notice(format!(
-                    "ignoring resume state {}: {error}; starting over",
-                    state_path.display()
-                ));
-            }
-        };
-        if journal.url != redact_url(url) {
-            return notice(format!(
-                "resume state {} is for another URL ({}); starting over",
-                state_path.display(),
-                journal.url
-            ));
-        }
-        let same_total = remote.total == Some(journal.total);
-        let same_validator = remote.validator.etag == journal.etag
-            && remote.validator.last_modified == journal.last_modified;
-        if !same_total || !same_validator {
-            let what = if !same_total {
-                format!(
-                    "size {} → {}",
-                    journal.total,
-                    remote.total.map_or("unknown".into(), |t| t.to_string())
-                )
-            } else {
-                "its ETag or Last-Modified differ".to_owned()
-            };
-            let reason = format!(
-                "the remote file changed since the last run ({what}); discarding {} downloaded bytes and starting over",
-                journal.done.covered()
-            );
-            warn!("{reason}");
-            self.emit(Event::RemoteChanged { reason });
-            return None;
-        }
-        if !remote.ranges {
-            return notice("the server no longer serves byte ranges; starting over".to_owned());
-        }
-        let part_len = std::fs::metadata(part_path).map(|m| m.len()).unwrap_or(0);
-        if part_len != journal.total {
-            return notice(format!(
-                "{} is not the size the resume state expects; starting over",
-                part_path.display()
-            ));
-        }
-        Some(journal)
-    }
-
+    /// One pass of the pipeline over the remote as the probe finds it.
     async fn attempt(
         &self,
         client: &Client,
@@ -635,6 +440,7 @@ impl Download {
             .urls
             .first()
             .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "no URL given"))?;
+        let counters = Arc::new(Counters::default());
         // With a journal on disk the first chunk is probably written already:
         // probe with one byte instead of a chunk that would be thrown away.
         let probe_len = if !fresh && state_path.exists() {
@@ -643,14 +449,16 @@ impl Download {
             self.config.chunk_size
         };
         let (remote, first) = tokio::select! {
-            probed = self.probe_with_retries(client, url, probe_len) => probed?,
+            probed = self.probe_with_retries(client, url, probe_len, &counters) => probed?,
             () = self.cancel.cancelled() => return Err(cancelled()),
         };
         debug!(url = %redact_url(&remote.url), total = ?remote.total, ranges = remote.ranges, "probed");
         let resume = if fresh {
             None
         } else {
-            self.load_resume(state_path, part_path, &remote, url)
+            resume::load(state_path, part_path, &remote, &redact_url(url), &|event| {
+                self.emit(event)
+            })
         };
         let resumed_bytes = resume.as_ref().map_or(0, |j| j.done.covered());
         self.emit(Event::Started {
@@ -659,121 +467,76 @@ impl Download {
             ranges: remote.ranges,
             resumed_bytes,
         });
-        let io_err = |what: &str, e| Error::io(format!("cannot {what} {}", part_path.display()), e);
-        let part =
-            PartFile::open(part_path, self.config.write_mode).map_err(|e| io_err("create", e))?;
-        if resume.is_none() {
-            let _ = std::fs::remove_file(state_path);
-            part.set_len(0).map_err(|e| io_err("truncate", e))?;
-            if let Some(total) = remote.total {
-                self.reserve_space(&part, total)?;
-            }
-        }
+        let part = self.open_part(part_path, resume.is_some(), remote.total, state_path)?;
         let done = resume.as_ref().map(|j| j.done.clone()).unwrap_or_default();
-        let hash_resume = resume.as_ref().map(|j| HashProgress {
-            hashed: j.hashed,
-            state: j.hash_state.clone(),
-        });
-        let hasher_file = std::fs::File::open(part_path).map_err(|e| io_err("open", e))?;
-        let hasher = HashFollower::start(hasher_file, hash_resume)
-            .map_err(|e| Error::io("cannot start the hasher thread", e))?;
+        let hasher = start_hasher(&part, resume.as_ref())?;
         hasher.advance(done.prefix_end());
-        let counters = Arc::new(Counters::default());
         counters.bytes.store(resumed_bytes, Ordering::Relaxed);
-        let policy = FetchPolicy {
-            retries: self.config.retries,
-            download_retries: self.config.download_retries,
-            stall_timeout: self.config.stall_timeout,
-            backoff: Backoff::DEFAULT,
-            take_over: TakeOver {
-                min_age: Duration::from_secs(2),
-                slow_fraction: 0.25,
-            },
-            idle_poll: Duration::from_millis(100),
-        };
-        let ticker = self.spawn_ticker(Arc::clone(&counters), remote.total);
+        let _ticker = Ticker::start(Arc::clone(&counters), remote.total, self.events.clone());
         let ranged = remote.ranges && remote.total.is_some();
-        let template = Journal {
-            url: redact_url(url),
-            total: remote.total.unwrap_or(0),
-            chunk_size: self.config.chunk_size,
-            etag: remote.validator.etag.clone(),
-            last_modified: remote.validator.last_modified.clone(),
-            done: RangeSet::new(),
-            hashed: 0,
-            hash_state: Vec::new(),
-        };
-        let scheduler = Scheduler::new(
-            remote.total.unwrap_or(0),
-            self.config.chunk_size,
-            self.config.min_piece,
-            &done,
-        );
         let mut sources = vec![Source::new(
             url.clone(),
             remote.url.clone(),
             remote.validator.clone(),
         )];
         if ranged {
-            sources.extend(self.probe_mirrors(client, remote.total).await);
+            let events = self.events.as_ref();
+            sources.extend(
+                probe_mirrors(
+                    client,
+                    &self.urls[1..],
+                    remote.total,
+                    self.probe_timeout(),
+                    events,
+                )
+                .await,
+            );
         }
         let fetcher = Arc::new(Fetcher {
             pool: Pool::default(),
             client: client.clone(),
-            sources,
+            sources: Sources::new(sources),
             total: remote.total,
             started: Instant::now(),
             part,
-            scheduler: std::sync::Mutex::new(scheduler),
+            scheduler: std::sync::Mutex::new(Scheduler::new(
+                remote.total.unwrap_or(0),
+                self.config.chunk_size,
+                self.config.min_piece,
+                &done,
+            )),
             hasher,
             counters: Arc::clone(&counters),
-            policy,
+            policy: self.fetch_policy(),
             events: self.events.clone(),
         });
-        let stop_checkpoints = CancelToken::new();
         let checkpointer = ranged.then(|| {
-            let fetcher = Arc::clone(&fetcher);
-            let template = template.clone();
-            let state_path = state_path.to_owned();
-            let interval = self.config.checkpoint_interval;
-            let stop = stop_checkpoints.clone();
-            tokio::spawn(async move {
-                // A checkpoint flushes data to the device; when that is slow,
-                // checkpoints space out so they never take over a fifth of
-                // the time.
-                let mut pause = interval;
-                loop {
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        () = stop.cancelled() => break,
-                    }
-                    let began = Instant::now();
-                    let fetcher = Arc::clone(&fetcher);
-                    let template = template.clone();
-                    let state_path = state_path.clone();
-                    let saved = tokio::task::spawn_blocking(move || {
-                        checkpoint(&fetcher, &template, &state_path)
-                    })
-                    .await;
-                    if let Ok(Err(error)) = saved {
-                        warn!(%error, "cannot record progress for resume");
-                    }
-                    pause = interval.max(began.elapsed() * 2);
-                }
-            })
+            Checkpointer::start(
+                Arc::clone(&fetcher),
+                journal_template(url, &remote, self.config.chunk_size),
+                state_path.to_owned(),
+                self.config.checkpoint_interval,
+            )
         });
         let fetch = async {
             match first {
-                FirstBody::Empty => Ok(0),
+                FirstBody::Empty => Ok((0, 1)),
                 FirstBody::Partial(response, got) if ranged => {
                     // The probe's body is the first chunk of a fresh plan; a
                     // resumed plan starts elsewhere, so it is dropped.
                     let first = resume.is_none().then_some((response, got));
-                    self.fetch_ranges(&fetcher, first, Growth::window_for(remote.latency))
-                        .await
+                    let limits = PoolLimits {
+                        connections: self.config.connections,
+                        start: self.config.start_connections,
+                        chunk_size: self.config.chunk_size,
+                        window: Growth::window_for(remote.latency),
+                    };
+                    fetcher.run_pool(first, limits).await
                 }
                 FirstBody::Partial(response, _) | FirstBody::Whole(response) => {
-                    crate::stream::single_stream(&fetcher, response).await
+                    crate::stream::single_stream(&fetcher, response)
+                        .await
+                        .map(|written| (written, 1))
                 }
             }
         };
@@ -781,58 +544,22 @@ impl Download {
             result = fetch => result,
             () = self.cancel.cancelled() => Err(cancelled()),
         };
-        ticker.abort();
+        drop(_ticker);
         if let Some(checkpointer) = checkpointer {
-            // Stop between checkpoints, never inside one: a checkpoint still
-            // writing after the commit would leave a stale journal behind.
-            stop_checkpoints.cancel();
-            let _ = checkpointer.await;
-            if result
+            let keep = result
                 .as_ref()
-                .is_err_and(|e| e.kind() != ErrorKind::RemoteChanged)
-            {
-                // Record what is durably on disk so a re-run resumes from here.
-                let fetcher = Arc::clone(&fetcher);
-                let template = template.clone();
-                let state_path = state_path.to_owned();
-                let _ = tokio::task::spawn_blocking(move || {
-                    checkpoint(&fetcher, &template, &state_path)
-                })
-                .await;
-            }
+                .is_err_and(|e| e.kind() != ErrorKind::RemoteChanged);
+            checkpointer.stop(keep).await;
         }
-        let written = result?;
+        let (written, peak_connections) = result?;
         self.emit(Event::Downloaded { bytes: written });
-        let finisher = Arc::clone(&fetcher);
-        let (digest, hashed) = tokio::task::spawn_blocking(move || finisher.hasher.finish())
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, "hashing task failed").with_source(e))?
-            .map_err(|e| io_err("hash", e))?;
-        if hashed != written {
-            return Err(Error::new(
-                ErrorKind::Io,
-                format!("internal: hashed {hashed} of {written} bytes"),
-            ));
-        }
-        if let Some(expected) = self.sha256
-            && digest != expected
-        {
-            // These bytes are not the file asked for; keeping them would
-            // only make a re-run fail the same way.
-            let _ = std::fs::remove_file(part_path);
-            let _ = std::fs::remove_file(state_path);
-            return Err(Error::new(
-                ErrorKind::ChecksumMismatch,
-                format!("checksum mismatch: expected sha256 {expected}, got {digest}"),
-            )
-            .with_url(url));
-        }
+        let digest = commit::finish_hash(&fetcher, written).await?;
+        commit::check_expected(digest, self.sha256, part_path, state_path, url)?;
         self.emit(Event::Verified {
             sha256: digest,
             against_expected: self.sha256.is_some(),
         });
-        self.commit(&fetcher.part, part_path)?;
-        let _ = std::fs::remove_file(state_path);
+        commit::publish(&fetcher.part, &self.output, state_path)?;
         Ok(Outcome {
             path: self.output.clone(),
             bytes: written,
@@ -843,493 +570,142 @@ impl Download {
             elapsed: started.elapsed(),
             retries: counters.retries.load(Ordering::Relaxed),
             resumed_bytes,
-            connections: self.peak_connections.load(Ordering::Relaxed).max(1),
+            connections: peak_connections.max(1),
         })
     }
 
-    /// Probes every mirror for its size and validator; a mirror that cannot
-    /// be reached, serves no ranges, or disagrees on the size is dropped
-    /// with a warning.
-    async fn probe_mirrors(&self, client: &Client, total: Option<u64>) -> Vec<Source> {
-        let mut probes = JoinSet::new();
-        for (idx, mirror) in self.urls.iter().enumerate().skip(1) {
-            let client = client.clone();
-            let mirror = mirror.clone();
-            let timeout = self.config.stall_timeout.max(self.config.connect_timeout);
-            probes.spawn(async move {
-                (
-                    idx,
-                    mirror.clone(),
-                    probe(&client, &mirror, 1, timeout).await,
-                )
-            });
+    fn fetch_policy(&self) -> FetchPolicy {
+        FetchPolicy {
+            retries: self.config.retries,
+            download_retries: self.config.download_retries,
+            stall_timeout: self.config.stall_timeout,
+            backoff: Backoff::DEFAULT,
+            take_over: TakeOver {
+                min_age: Duration::from_secs(2),
+                slow_fraction: 0.25,
+            },
+            idle_poll: Duration::from_millis(100),
         }
-        let mut found = Vec::new();
-        while let Some(Ok((idx, mirror, result))) = probes.join_next().await {
-            let reason = match result {
-                Ok((remote, _)) if remote.ranges && remote.total == total => {
-                    found.push((idx, Source::new(mirror, remote.url, remote.validator)));
-                    continue;
-                }
-                Ok((remote, _)) if !remote.ranges => "it does not serve byte ranges".to_owned(),
-                Ok((remote, _)) => format!(
-                    "its size ({} bytes) differs from the primary's ({} bytes)",
-                    remote.total.unwrap_or(0),
-                    total.unwrap_or(0)
-                ),
-                Err(error) => error.to_string(),
-            };
-            let url = redact_url(&mirror);
-            warn!(%url, %reason, "dropping mirror");
-            self.emit(Event::MirrorDropped { url, reason });
-        }
-        found.sort_by_key(|(idx, _)| *idx);
-        found.into_iter().map(|(_, source)| source).collect()
     }
 
-    /// Checks free space and preallocates the part file, so a full disk
-    /// fails before the download rather than half-way.
-    fn reserve_space(&self, part: &PartFile, total: u64) -> Result<()> {
-        let dir = parent_dir(part.path());
-        let allocated = part.allocated().unwrap_or(0);
-        let needed = total.saturating_sub(allocated);
-        if let Ok(free) = free_space(dir)
-            && needed > free
-        {
-            return Err(Error::new(
-                ErrorKind::Io,
-                format!(
-                    "not enough disk space in {}: needs {}, {} free",
-                    dir.display(),
-                    format_size(needed),
-                    format_size(free)
-                ),
-            ));
-        }
-        part.preallocate(total).map_err(|e| {
-            if e.raw_os_error() == Some(libc::ENOSPC) {
-                Error::io(
-                    format!(
-                        "not enough disk space in {}: needs {}",
-                        dir.display(),
-                        format_size(needed)
+    /// Opens the part file; unless resuming, empties it, drops any old
+    /// journal and reserves space for `total` bytes.
+    fn open_part(
+        &self,
+        part_path: &Path,
+        resuming: bool,
+        total: Option<u64>,
+        state_path: &Path,
+    ) -> Result<PartFile> {
+        let io_err = |what: &str, e| Error::io(format!("cannot {what} {}", part_path.display()), e);
+        let part = match PartFile::open(part_path, self.config.write_mode) {
+            Err(error) if crate::sys::is_symlink_refusal(&error) && is_symlink(part_path) => {
+                // Never written through: the link goes (its target stays
+                // untouched) and the engine makes its own file.
+                self.emit(Event::Notice {
+                    message: format!(
+                        "{} was a symbolic link; replaced it with a new part file (the link's target is untouched)",
+                        part_path.display()
                     ),
-                    e,
+                });
+                std::fs::remove_file(part_path).map_err(|e| io_err("remove the link", e))?;
+                PartFile::open(part_path, self.config.write_mode)
+            }
+            other => other,
+        }
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidInput {
+                Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "{} exists and is not a regular file; remove it or choose another output",
+                        part_path.display()
+                    ),
                 )
             } else {
-                Error::io(format!("cannot allocate {}", part.path().display()), e)
+                io_err("create", e)
             }
-        })
-    }
-
-    /// Runs the connection pool over a ranged remote; returns bytes written.
-    async fn fetch_ranges(
-        &self,
-        fetcher: &Arc<Fetcher>,
-        first: Option<(reqwest::Response, crate::range::ByteRange)>,
-        window: Duration,
-    ) -> Result<u64> {
-        let total = fetcher.total.unwrap_or(0);
-        let first = match first {
-            Some((response, got)) => {
-                let mut plan = fetcher.plan();
-                // The probe asked for exactly one chunk at 0, which is what a
-                // fresh plan hands out first.
-                match plan.next_assignment() {
-                    Some(a) if a.range.start == 0 && got.end <= a.range.end => Some((a, response)),
-                    _ => {
-                        return Err(Error::new(
-                            ErrorKind::Protocol,
-                            "internal: first chunk does not match the probe",
-                        ));
-                    }
-                }
-            }
-            None => None,
-        };
-        let remaining = total.saturating_sub(fetcher.plan().written().covered());
-        let n_chunks = remaining.div_ceil(self.config.chunk_size).max(1);
-        let ceiling = (self.config.connections as u64).min(n_chunks) as usize;
-        let mut workers = JoinSet::new();
-        let base_seed = seed();
-        let start = self.config.start_connections.clamp(1, ceiling);
-        // Before any connection runs: one that finds the pool above its
-        // desired size closes.
-        fetcher.pool.set_desired(start);
-        fetcher.pool.joined();
-        workers.spawn(Arc::clone(fetcher).worker(first, base_seed));
-        let mut spawned = 1;
-        while spawned < start {
-            fetcher.pool.joined();
-            workers.spawn(Arc::clone(fetcher).worker(None, base_seed.wrapping_add(spawned as u64)));
-            spawned += 1;
-        }
-        self.peak_connections.fetch_max(spawned, Ordering::Relaxed);
-        let mut growth = Growth::new(spawned, ceiling, window);
-        // Several looks per window, so a window ends close to its length.
-        let mut tick = tokio::time::interval(window / 4);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                joined = workers.join_next() => match joined {
-                    None => break,
-                    Some(Ok(Ok(()))) => {}
-                    Some(Ok(Err(error))) => return Err(error),
-                    Some(Err(join_error)) => {
-                        return Err(Error::new(ErrorKind::Io, "a connection task failed").with_source(join_error));
-                    }
-                },
-                _ = tick.tick() => {
-                    let pending = !fetcher.plan().pending().is_empty();
-                    let bytes = fetcher.counters.bytes.load(Ordering::Relaxed);
-                    match growth.observe(Instant::now(), bytes, pending) {
-                        Resize::Hold => {}
-                        Resize::GrowTo(target) => {
-                            fetcher.pool.set_desired(target);
-                            while fetcher.pool.live() < target {
-                                fetcher.pool.joined();
-                                workers.spawn(Arc::clone(fetcher).worker(None, base_seed.wrapping_add(spawned as u64)));
-                                spawned += 1;
-                            }
-                            debug!(connections = target, "more connections add throughput; growing");
-                            self.peak_connections.fetch_max(fetcher.pool.live(), Ordering::Relaxed);
-                        }
-                        Resize::ShrinkTo(target) => {
-                            debug!(connections = target, "more connections did not add throughput; shrinking");
-                            fetcher.pool.set_desired(target);
-                        }
-                    }
-                }
+        })?;
+        if !resuming {
+            let _ = std::fs::remove_file(state_path);
+            part.set_len(0).map_err(|e| io_err("truncate", e))?;
+            if let Some(total) = total {
+                reserve_space(&part, total)?;
             }
         }
-        let plan = fetcher.plan();
-        if !plan.is_complete() {
-            return Err(Error::new(
-                ErrorKind::Protocol,
-                format!(
-                    "internal: connections ended with {} of {total} bytes written",
-                    plan.written().covered()
-                ),
-            ));
-        }
-        Ok(total)
+        Ok(part)
     }
+}
 
-    fn spawn_ticker(
-        &self,
-        counters: Arc<Counters>,
-        total: Option<u64>,
-    ) -> tokio::task::JoinHandle<()> {
-        let events = self.events.clone();
-        tokio::spawn(async move {
-            let Some(events) = events else { return };
-            let period = Duration::from_millis(250);
-            let mut interval = tokio::time::interval(period);
-            let mut last_bytes = 0u64;
-            let mut last_at = Instant::now();
-            let mut rate = 0f64;
-            loop {
-                interval.tick().await;
-                let bytes = counters.bytes.load(Ordering::Relaxed);
-                let now = Instant::now();
-                let dt = now.duration_since(last_at).as_secs_f64();
-                if dt > 0.0 {
-                    let instant_rate = (bytes - last_bytes) as f64 / dt;
-                    rate = if rate == 0.0 {
-                        instant_rate
-                    } else {
-                        0.7 * rate + 0.3 * instant_rate
-                    };
-                }
-                last_bytes = bytes;
-                last_at = now;
-                events(Event::Progress {
-                    bytes,
-                    total,
-                    rate_bps: rate as u64,
-                    connections: counters.active.load(Ordering::Relaxed),
-                    retries: counters.retries.load(Ordering::Relaxed),
-                });
-            }
-        })
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// The journal's fixed fields for this remote; checkpoints fill in the rest.
+fn journal_template(url: &Url, remote: &Remote, chunk_size: u64) -> Journal {
+    Journal {
+        url: redact_url(url),
+        total: remote.total.unwrap_or(0),
+        chunk_size,
+        etag: remote.validator.etag.clone(),
+        last_modified: remote.validator.last_modified.clone(),
+        done: RangeSet::new(),
+        hashed: 0,
+        hash_state: Vec::new(),
     }
+}
 
-    /// Flushes, renames `<out>.part` to `<out>` atomically and makes the
-    /// rename durable.
-    fn commit(&self, part: &PartFile, part_path: &Path) -> Result<()> {
-        part.sync_all()
-            .map_err(|e| Error::io(format!("cannot flush {}", part_path.display()), e))?;
-        std::fs::rename(part_path, &self.output).map_err(|e| {
+/// Starts the hasher on the part file's own handle, continuing from the
+/// journal's hash state when resuming.
+fn start_hasher(part: &PartFile, resume: Option<&Journal>) -> Result<HashFollower> {
+    let reader = part
+        .reader()
+        .map_err(|e| Error::io(format!("cannot open {}", part.path().display()), e))?;
+    let hash_resume = resume.map(|j| HashProgress {
+        hashed: j.hashed,
+        state: j.hash_state.clone(),
+    });
+    HashFollower::start(reader, hash_resume)
+        .map_err(|e| Error::io("cannot start the hasher thread", e))
+}
+
+/// Checks free space and preallocates the part file, so a full disk fails
+/// before the download rather than half-way.
+fn reserve_space(part: &PartFile, total: u64) -> Result<()> {
+    let dir = parent_dir(part.path());
+    let allocated = part.allocated().unwrap_or(0);
+    let needed = total.saturating_sub(allocated);
+    if let Ok(free) = free_space(dir)
+        && needed > free
+    {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "not enough disk space in {}: needs {}, {} free",
+                dir.display(),
+                format_size(needed),
+                format_size(free)
+            ),
+        ));
+    }
+    part.preallocate(total).map_err(|e| {
+        if crate::sys::is_disk_full(&e) {
             Error::io(
                 format!(
-                    "cannot rename {} to {}",
-                    part_path.display(),
-                    self.output.display()
+                    "not enough disk space in {}: needs {}",
+                    dir.display(),
+                    format_size(needed)
                 ),
                 e,
             )
-        })?;
-        let dir = match self.output.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        sync_dir(&dir)
-            .map_err(|e| Error::io(format!("cannot sync directory {}", dir.display()), e))?;
-        Ok(())
-    }
-}
-
-/// Decides how many connections to keep open. Every `WINDOW` it compares
-/// throughput with the window before the last change:
-///
-/// - nearly linear gain (≥ `LINEAR`): the server caps each connection, so
-///   quadruple (up to the ceiling);
-/// - a solid gain (≥ `GAIN`): double again;
-/// - almost nothing (< `WORTHLESS`): the extra connections only cost CPU (and
-///   starve the hasher): go back to the previous count and stay there;
-/// - anything else: stay.
-///
-/// On a fast link more connections only cost CPU, on a per-connection-capped
-/// link they multiply throughput; this finds out which link it is on within
-/// a few windows.
-#[derive(Debug)]
-struct Growth {
-    connections: usize,
-    ceiling: usize,
-    window: Duration,
-    window_start: Option<(Instant, u64)>,
-    before_change: Option<(usize, f64)>,
-    settled: bool,
-}
-
-/// What [`Growth`] wants done with the pool.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Resize {
-    Hold,
-    /// Open connections up to this many.
-    GrowTo(usize),
-    /// Let connections above this many finish their range and close.
-    ShrinkTo(usize),
-}
-
-impl Growth {
-    /// The shortest window: on loopback or a LAN, long enough for a new
-    /// connection to be streaming at full rate for most of it.
-    const MIN_WINDOW: Duration = Duration::from_millis(100);
-    /// The longest: a slow link finds its connection count within seconds.
-    const MAX_WINDOW: Duration = Duration::from_secs(1);
-    const LINEAR: f64 = 1.7;
-    const GAIN: f64 = 1.25;
-    const WORTHLESS: f64 = 1.1;
-
-    /// A measurement window for a link whose probe took `latency` (connect,
-    /// TLS and one request: three or four round trips). New connections
-    /// spend that long before their first byte and then leave TCP slow
-    /// start, so a window of a few such latencies measures them at speed.
-    fn window_for(latency: Duration) -> Duration {
-        (latency * 3).clamp(Self::MIN_WINDOW, Self::MAX_WINDOW)
-    }
-
-    fn new(connections: usize, ceiling: usize, window: Duration) -> Self {
-        Self {
-            connections,
-            ceiling,
-            window,
-            window_start: None,
-            before_change: None,
-            settled: connections >= ceiling,
-        }
-    }
-
-    /// Feeds a sample of total bytes written; `pending` says whether work is
-    /// still waiting to be handed out (no point growing otherwise).
-    fn observe(&mut self, now: Instant, bytes: u64, pending: bool) -> Resize {
-        if self.settled || !pending {
-            return Resize::Hold;
-        }
-        let Some((start, start_bytes)) = self.window_start else {
-            self.window_start = Some((now, bytes));
-            return Resize::Hold;
-        };
-        let elapsed = now.duration_since(start);
-        if elapsed < self.window {
-            return Resize::Hold;
-        }
-        let rate = bytes.saturating_sub(start_bytes) as f64 / elapsed.as_secs_f64();
-        self.window_start = Some((now, bytes));
-        let target = match self.before_change {
-            None => self.connections * 2,
-            Some((previous, before)) => {
-                let gain = if before > 0.0 {
-                    rate / before
-                } else {
-                    f64::INFINITY
-                };
-                if gain >= Self::LINEAR {
-                    self.connections * 4
-                } else if gain >= Self::GAIN {
-                    self.connections * 2
-                } else if gain < Self::WORTHLESS {
-                    self.settled = true;
-                    self.connections = previous;
-                    return Resize::ShrinkTo(previous);
-                } else {
-                    self.settled = true;
-                    return Resize::Hold;
-                }
-            }
-        };
-        let target = target.min(self.ceiling);
-        if target == self.connections {
-            // Already at the ceiling, and the last step paid: nothing is
-            // left to try.
-            self.settled = true;
-            return Resize::Hold;
-        }
-        self.before_change = Some((self.connections, rate));
-        self.connections = target;
-        // One more window is still measured at the ceiling, so a jump that
-        // did not pay can be taken back.
-        Resize::GrowTo(target)
-    }
-}
-
-/// Follows up to 10 redirects and refuses a downgrade from HTTPS to HTTP.
-fn redirect_policy() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let downgrade = attempt
-            .previous()
-            .last()
-            .is_some_and(|prev| prev.scheme() == "https")
-            && attempt.url().scheme() == "http";
-        if downgrade {
-            attempt.error("refusing a redirect from https to http")
-        } else if attempt.previous().len() > 10 {
-            attempt.error("more than 10 redirects")
         } else {
-            attempt.follow()
+            Error::io(format!("cannot allocate {}", part.path().display()), e)
         }
     })
 }
 
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
-}
-
-/// Fetches a small text resource (a checksum file), at most `limit` bytes,
-/// with the same proxy and TLS settings as a download.
-pub async fn fetch_text(url: &str, config: &Config, limit: usize) -> Result<String> {
-    let download = Download::builder(url)
-        .output("unused")
-        .config(config.clone())
-        .build()?;
-    let client = download.client()?;
-    let url = download
-        .urls
-        .first()
-        .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "no URL given"))?;
-    let mut response = crate::probe::send_within(
-        client.get(url.clone()),
-        config.stall_timeout.max(config.connect_timeout),
-        url,
-    )
-    .await?;
-    if !response.status().is_success() {
-        return Err(crate::probe::status_error(&response, url));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| crate::probe::network_error(e, url))?
-    {
-        if body.len() + chunk.len() > limit {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!("larger than {limit} bytes"),
-            )
-            .with_url(url));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(String::from_utf8_lossy(&body).into_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Feeds `Growth` a link where `rate(n)` is the throughput of `n`
-    /// connections and returns the decisions, one per window.
-    fn simulate(start: usize, ceiling: usize, rate: impl Fn(usize) -> f64) -> (Vec<Resize>, usize) {
-        let window = Growth::MIN_WINDOW;
-        let mut growth = Growth::new(start, ceiling, window);
-        let mut now = Instant::now();
-        let mut bytes = 0u64;
-        let mut decisions = Vec::new();
-        let mut connections = start;
-        assert_eq!(growth.observe(now, bytes, true), Resize::Hold);
-        for _ in 0..8 {
-            now += window;
-            bytes += (rate(connections) * window.as_secs_f64()) as u64;
-            let decision = growth.observe(now, bytes, true);
-            match decision {
-                Resize::GrowTo(n) | Resize::ShrinkTo(n) => connections = n,
-                Resize::Hold => {}
-            }
-            decisions.push(decision);
-        }
-        (decisions, connections)
-    }
-
-    #[test]
-    fn per_connection_caps_reach_the_ceiling_in_two_windows() {
-        let (decisions, connections) = simulate(4, 16, |n| n as f64 * 20e6);
-        assert_eq!(&decisions[..2], &[Resize::GrowTo(8), Resize::GrowTo(16)]);
-        assert_eq!(connections, 16);
-        // The jump to the ceiling paid, so nothing is left to decide.
-        assert!(
-            decisions[2..].iter().all(|d| *d == Resize::Hold),
-            "{decisions:?}"
-        );
-    }
-
-    #[test]
-    fn windows_follow_the_probe_latency_within_bounds() {
-        assert_eq!(
-            Growth::window_for(Duration::from_micros(300)),
-            Growth::MIN_WINDOW
-        );
-        assert_eq!(
-            Growth::window_for(Duration::from_millis(120)),
-            Duration::from_millis(360)
-        );
-        assert_eq!(
-            Growth::window_for(Duration::from_secs(3)),
-            Growth::MAX_WINDOW
-        );
-    }
-
-    #[test]
-    fn a_fast_link_goes_back_to_the_start() {
-        let (decisions, connections) = simulate(4, 16, |n| 1.5e9 + n as f64 * 1e6);
-        assert_eq!(&decisions[..2], &[Resize::GrowTo(8), Resize::ShrinkTo(4)]);
-        assert_eq!(connections, 4);
-        assert!(decisions[2..].iter().all(|d| *d == Resize::Hold));
-    }
-
-    #[test]
-    fn a_partial_gain_keeps_doubling_then_settles() {
-        // Throughput grows, but sub-linearly, up to a shared cap of 200 MB/s.
-        let (_, connections) = simulate(2, 64, |n| (n as f64 * 30e6).min(200e6));
-        assert!((4..=16).contains(&connections), "{connections}");
-    }
-
-    #[test]
-    fn never_exceeds_the_ceiling() {
-        let (_, connections) = simulate(4, 6, |n| n as f64 * 20e6);
-        assert_eq!(connections, 6);
-    }
 }

@@ -10,21 +10,26 @@
 //! total, validator) before a byte is written, so bytes of two versions can
 //! never be mixed.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use reqwest::header;
 use reqwest::{Client, Response, StatusCode, Url};
+use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use crate::error::{Error, ErrorKind, Result, redact_url};
 use crate::event::{Event, EventSink};
 use crate::plan::{Assignment, Scheduler, TakeOver, TaskId};
-use crate::probe::{Validator, header_str, next_chunk, probe, send_within, status_error};
+use crate::pool::{Growth, Pool, Resize};
+use crate::probe::{Validator, probe};
+use crate::progress::Counters;
 use crate::range::{ByteRange, format_range_header, parse_content_range};
 use crate::retry::{Backoff, Jitter};
+use crate::sources::{IF_RANGE_DATE, IF_RANGE_ETAG, IF_RANGE_NONE, Sources};
 use crate::store::PartFile;
+use crate::transport::{header_str, next_chunk, send_within, status_error};
 use crate::verify::HashFollower;
 
 /// Retry and timeout settings of the fetch stage.
@@ -40,12 +45,17 @@ pub(crate) struct FetchPolicy {
     pub idle_poll: Duration,
 }
 
-/// Counters shared with the progress ticker.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub bytes: AtomicU64,
-    pub retries: AtomicU64,
-    pub active: AtomicUsize,
+/// How large the pool may grow and how it starts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PoolLimits {
+    /// The ceiling.
+    pub connections: usize,
+    /// Connections opened at first.
+    pub start: usize,
+    /// Bytes per range request.
+    pub chunk_size: u64,
+    /// How long [`Growth`] measures each step.
+    pub window: Duration,
 }
 
 /// Stretches of a stream handed to the device as they complete; see
@@ -56,118 +66,11 @@ const WRITEBACK_BLOCK: u64 = 4 << 20;
 /// connection that meets the 403 asks once, so this must exceed the pool.
 const MAX_RE_RESOLVES: u32 = 64;
 
-/// Which `If-Range` form a source gets. Some CDNs answer `200` to an ETag
-/// `If-Range` even when it matches; for them we fall back to the date, and
-/// then to a plain `Range` whose reply is checked against the validator.
-const IF_RANGE_ETAG: u8 = 0;
-const IF_RANGE_DATE: u8 = 1;
-const IF_RANGE_NONE: u8 = 2;
-
-/// One place the bytes can come from: the primary URL or a mirror.
-pub(crate) struct Source {
-    /// The URL as given, re-resolved when a redirect target expires.
-    pub original: Url,
-    /// Where ranges go: the URL after redirects.
-    pub url: RwLock<Url>,
-    /// This source's own validator, pinned by its probe.
-    pub validator: Validator,
-    if_range_mode: AtomicU8,
-    alive: AtomicBool,
-    consecutive_failures: AtomicU32,
-    re_resolves: AtomicU32,
-    /// Body bytes delivered and connection-time spent, for weighting.
-    bytes: AtomicU64,
-    busy_nanos: AtomicU64,
-    active: AtomicUsize,
-}
-
-impl Source {
-    pub(crate) fn new(original: Url, url: Url, validator: Validator) -> Self {
-        let mode = if validator.etag.is_some() {
-            IF_RANGE_ETAG
-        } else {
-            IF_RANGE_DATE
-        };
-        Self {
-            original,
-            url: RwLock::new(url),
-            validator,
-            if_range_mode: AtomicU8::new(mode),
-            alive: AtomicBool::new(true),
-            consecutive_failures: AtomicU32::new(0),
-            re_resolves: AtomicU32::new(0),
-            bytes: AtomicU64::new(0),
-            busy_nanos: AtomicU64::new(0),
-            active: AtomicUsize::new(0),
-        }
-    }
-
-    pub(crate) fn url(&self) -> Url {
-        self.url
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    fn if_range(&self, mode: u8) -> Option<&str> {
-        match mode {
-            IF_RANGE_ETAG => self.validator.if_range(),
-            IF_RANGE_DATE => self.validator.last_modified.as_deref(),
-            _ => None,
-        }
-    }
-
-    /// Bytes per second this source delivered while busy; `None` before
-    /// any sample.
-    fn rate(&self) -> Option<f64> {
-        let nanos = self.busy_nanos.load(Ordering::Relaxed);
-        (nanos > 0).then(|| self.bytes.load(Ordering::Relaxed) as f64 / (nanos as f64 / 1e9))
-    }
-}
-
-/// How many connections run, and how many should: a connection above the
-/// desired count closes once its current range is done.
-#[derive(Debug, Default)]
-pub(crate) struct Pool {
-    live: AtomicUsize,
-    desired: AtomicUsize,
-}
-
-impl Pool {
-    pub(crate) fn live(&self) -> usize {
-        self.live.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_desired(&self, n: usize) {
-        self.desired.store(n.max(1), Ordering::Relaxed);
-    }
-
-    /// Counts a connection in, before its task is spawned.
-    pub(crate) fn joined(&self) {
-        self.live.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts this connection out if the pool is above its desired size;
-    /// returns whether it should close.
-    fn leave_if_surplus(&self) -> bool {
-        let desired = self.desired.load(Ordering::Relaxed);
-        self.live
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |live| {
-                (live > desired).then(|| live - 1)
-            })
-            .is_ok()
-    }
-
-    fn left(&self) {
-        self.live.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// State shared by all connections of one download.
 pub(crate) struct Fetcher {
     pub pool: Pool,
     pub client: Client,
-    pub sources: Vec<Source>,
+    pub sources: Sources,
     pub total: Option<u64>,
     pub part: PartFile,
     pub scheduler: Mutex<Scheduler>,
@@ -231,7 +134,7 @@ impl Fetcher {
         if let Some(assignment) = plan.next_assignment() {
             return Next::Work(assignment);
         }
-        if let Some(assignment) = plan.take_over(self.policy.take_over, self.peer_rate()) {
+        if let Some(assignment) = plan.take_over(self.policy.take_over, self.sources.peer_rate()) {
             debug!(range = %assignment.range, "took over the range of a connection far slower than its peers");
             return Next::Work(assignment);
         }
@@ -281,65 +184,110 @@ impl Fetcher {
         }
     }
 
-    /// The alive source to use next: one never sampled first, then the best
-    /// throughput per connection already on it, so connections spread over
-    /// mirrors in proportion to what each delivers.
-    fn pick_source(&self, jitter: &mut Jitter) -> Option<usize> {
-        let alive: Vec<usize> = (0..self.sources.len())
-            .filter(|&i| self.sources[i].alive.load(Ordering::Relaxed))
-            .collect();
-        if let Some(&unsampled) = alive
-            .iter()
-            .filter(|&&i| self.sources[i].rate().is_none())
-            .min_by_key(|&&i| self.sources[i].active.load(Ordering::Relaxed))
-        {
-            return Some(unsampled);
-        }
-        // A little randomness keeps an unlucky early sample from starving a
-        // good mirror forever.
-        alive.into_iter().max_by(|&a, &b| {
-            let score = |i: usize, noise: f64| {
-                let source = &self.sources[i];
-                source.rate().unwrap_or(0.0) * (0.9 + 0.2 * noise)
-                    / (source.active.load(Ordering::Relaxed) as f64 + 1.0)
-            };
-            score(a, jitter.next_unit()).total_cmp(&score(b, jitter.next_unit()))
-        })
-    }
-
-    /// Bytes per second of a typical busy connection, over all sources.
-    fn peer_rate(&self) -> f64 {
-        let (bytes, nanos) = self.sources.iter().fold((0u64, 0u64), |(b, n), s| {
-            (
-                b + s.bytes.load(Ordering::Relaxed),
-                n + s.busy_nanos.load(Ordering::Relaxed),
-            )
-        });
-        if nanos == 0 {
-            0.0
-        } else {
-            bytes as f64 / (nanos as f64 / 1e9)
-        }
-    }
-
-    /// Whether more than one source is still alive.
-    fn has_other_sources(&self, idx: usize) -> bool {
-        self.sources
-            .iter()
-            .enumerate()
-            .any(|(i, s)| i != idx && s.alive.load(Ordering::Relaxed))
-    }
-
     fn drop_source(&self, idx: usize, error: &Error) {
-        let source = &self.sources[idx];
-        if source.alive.swap(false, Ordering::Relaxed) {
-            let url = redact_url(&source.original);
-            warn!(%url, %error, "dropping mirror");
+        if self.sources.drop_source(idx, error) {
             self.emit(Event::MirrorDropped {
-                url,
+                url: redact_url(&self.sources[idx].original),
                 reason: error.to_string(),
             });
         }
+    }
+
+    /// Runs the connection pool over a ranged remote, the probe's body
+    /// first; returns the bytes written and the most connections used at
+    /// once. Dropping the future aborts every connection (they live in a
+    /// [`JoinSet`]).
+    pub(crate) async fn run_pool(
+        self: &Arc<Self>,
+        first: Option<(Response, ByteRange)>,
+        limits: PoolLimits,
+    ) -> Result<(u64, usize)> {
+        let fetcher = self;
+        let window = limits.window;
+        let total = fetcher.total.unwrap_or(0);
+        let first = match first {
+            Some((response, got)) => {
+                let mut plan = fetcher.plan();
+                // The probe asked for exactly one chunk at 0, which is what a
+                // fresh plan hands out first.
+                match plan.next_assignment() {
+                    Some(a) if a.range.start == 0 && got.end <= a.range.end => Some((a, response)),
+                    _ => {
+                        return Err(Error::new(
+                            ErrorKind::Protocol,
+                            "internal: first chunk does not match the probe",
+                        ));
+                    }
+                }
+            }
+            None => None,
+        };
+        let remaining = total.saturating_sub(fetcher.plan().written().covered());
+        let n_chunks = remaining.div_ceil(limits.chunk_size).max(1);
+        let ceiling = (limits.connections as u64).min(n_chunks) as usize;
+        let mut workers = JoinSet::new();
+        let base_seed = crate::download::seed();
+        let start = limits.start.clamp(1, ceiling);
+        // Before any connection runs: one that finds the pool above its
+        // desired size closes.
+        fetcher.pool.set_desired(start);
+        fetcher.pool.joined();
+        workers.spawn(Arc::clone(fetcher).worker(first, base_seed));
+        let mut spawned = 1;
+        while spawned < start {
+            fetcher.pool.joined();
+            workers.spawn(Arc::clone(fetcher).worker(None, base_seed.wrapping_add(spawned as u64)));
+            spawned += 1;
+        }
+        let mut peak = spawned;
+        let mut growth = Growth::new(spawned, ceiling, window);
+        // Several looks per window, so a window ends close to its length.
+        let mut tick = tokio::time::interval(window / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                joined = workers.join_next() => match joined {
+                    None => break,
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(error))) => return Err(error),
+                    Some(Err(join_error)) => {
+                        return Err(Error::new(ErrorKind::Io, "a connection task failed").with_source(join_error));
+                    }
+                },
+                _ = tick.tick() => {
+                    let pending = !fetcher.plan().pending().is_empty();
+                    let bytes = fetcher.counters.bytes.load(Ordering::Relaxed);
+                    match growth.observe(Instant::now(), bytes, pending) {
+                        Resize::Hold => {}
+                        Resize::GrowTo(target) => {
+                            fetcher.pool.set_desired(target);
+                            while fetcher.pool.live() < target {
+                                fetcher.pool.joined();
+                                workers.spawn(Arc::clone(fetcher).worker(None, base_seed.wrapping_add(spawned as u64)));
+                                spawned += 1;
+                            }
+                            debug!(connections = target, "more connections add throughput; growing");
+                            peak = peak.max(fetcher.pool.live());
+                        }
+                        Resize::ShrinkTo(target) => {
+                            debug!(connections = target, "more connections did not add throughput; shrinking");
+                            fetcher.pool.set_desired(target);
+                        }
+                    }
+                }
+            }
+        }
+        let plan = fetcher.plan();
+        if !plan.is_complete() {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!(
+                    "internal: connections ended with {} of {total} bytes written",
+                    plan.written().covered()
+                ),
+            ));
+        }
+        Ok((total, peak))
     }
 
     /// Fetches one task's bytes, retrying from where each attempt stopped.
@@ -360,7 +308,7 @@ impl Fetcher {
                 // The probe response always comes from the primary source.
                 Some(response) => (0, self.stream_body(id, 0, want, response).await),
                 None => {
-                    let Some(idx) = self.pick_source(jitter) else {
+                    let Some(idx) = self.sources.pick(jitter) else {
                         self.plan().abort();
                         return Err(
                             Error::new(ErrorKind::Network, "every source failed").with_range(want)
@@ -396,7 +344,7 @@ impl Fetcher {
                     | ErrorKind::RemoteChanged
             );
             if source_fault
-                && self.has_other_sources(source_idx)
+                && self.sources.has_others(source_idx)
                 && (!error.is_retryable()
                     || error.kind() == ErrorKind::RemoteChanged
                     || source_failures > self.policy.retries)

@@ -65,28 +65,42 @@
 
 #![warn(missing_docs)]
 
+// The pipeline, in the order data flows through it.
+mod commit;
+pub mod download;
+mod fetch;
+pub mod plan;
+mod pool;
+pub mod probe;
+mod progress;
+mod resume;
+mod reuse;
+mod sources;
+pub mod store;
+mod stream;
+mod transport;
+pub mod verify;
+// Policies and parsers of untrusted input, used by the stages.
 pub mod cache;
 pub mod cancel;
 pub mod checksums;
-pub mod download;
 pub mod error;
 pub mod event;
-mod fetch;
 pub mod header;
 pub mod journal;
 pub mod name;
-pub mod plan;
-pub mod probe;
 pub mod range;
 pub mod retry;
 pub mod size;
-pub mod store;
-mod stream;
-pub mod verify;
+// The only `unsafe`.
+#[doc(hidden)]
+pub mod sys;
 
 pub use cancel::CancelToken;
 pub use checksums::Sha256Hex;
-pub use download::{Config, Download, DownloadBuilder, Outcome, part_path, state_path};
+pub use download::{Config, Download, DownloadBuilder, Outcome};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventSink};
+pub use resume::{part_path, state_path};
 pub use store::WriteMode;
+pub use transport::fetch_text;

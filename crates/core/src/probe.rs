@@ -6,15 +6,15 @@
 //! range answers `200` with the whole body, which then becomes the single
 //! stream of the fallback path.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use reqwest::header::{self, HeaderMap};
-use reqwest::{Client, RequestBuilder, Response, StatusCode, Url};
+use reqwest::{Client, Response, StatusCode, Url};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::header::{parse_content_length, parse_etag, parse_retry_after};
+use crate::header::{parse_content_length, parse_etag};
 use crate::range::{ByteRange, format_range_header, parse_content_range};
+use crate::transport::{header_str, send_within, status_error};
 
 /// What pins the version of the remote file: its strong `ETag` and its
 /// `Last-Modified` date, as the server sent them.
@@ -79,109 +79,6 @@ pub(crate) enum FirstBody {
     Whole(Response),
     /// The file is empty (`416` with `bytes */0`, or a `200` of length 0).
     Empty,
-}
-
-pub(crate) fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// The `Retry-After` delay of a response, if it sent a valid one.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    header_str(headers, header::RETRY_AFTER).and_then(|v| parse_retry_after(v, SystemTime::now()))
-}
-
-/// Sends `request` for `url`, waiting at most `timeout` for the response
-/// headers; a failure or the timeout becomes a network error.
-pub(crate) async fn send_within(
-    request: RequestBuilder,
-    timeout: Duration,
-    url: &Url,
-) -> Result<Response> {
-    within(timeout, request.send(), url, "no response within").await
-}
-
-/// The next piece of `response`'s body, `None` at its end; no data for
-/// `stall` is a stalled connection, a network error.
-pub(crate) async fn next_chunk(
-    response: &mut Response,
-    stall: Duration,
-    url: &Url,
-) -> Result<Option<Bytes>> {
-    within(stall, response.chunk(), url, "stalled: no data for").await
-}
-
-/// Awaits `work` for at most `limit`; a transport error or running out of
-/// time (`late`, followed by the limit in seconds) is a network error.
-async fn within<T>(
-    limit: Duration,
-    work: impl Future<Output = reqwest::Result<T>>,
-    url: &Url,
-    late: &str,
-) -> Result<T> {
-    match tokio::time::timeout(limit, work).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(network_error(error, url)),
-        Err(_) => Err(
-            Error::new(ErrorKind::Network, format!("{late} {} s", limit.as_secs())).with_url(url),
-        ),
-    }
-}
-
-/// Turns a transport error into an engine error, marking the ones that
-/// repeating cannot fix.
-pub(crate) fn network_error(error: reqwest::Error, url: &Url) -> Error {
-    let mut message = if error.is_timeout() {
-        "request timed out".to_owned()
-    } else if error.is_connect() {
-        "cannot connect".to_owned()
-    } else if error.is_redirect() {
-        "redirect refused".to_owned()
-    } else if error.is_body() || error.is_decode() {
-        "connection lost while reading the body".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
-    let chain = error_chain_text(&error);
-    let certificate = chain.contains("certificate") || chain.contains("UnknownIssuer");
-    if certificate {
-        message = "TLS certificate not trusted".to_owned();
-    }
-    let permanent = certificate || error.is_redirect() || error.is_builder();
-    // The URL is in our own context already, credential-free; reqwest's copy
-    // of it would repeat it and could carry a password.
-    let engine = Error::new(ErrorKind::Network, message)
-        .with_url(url)
-        .with_source(error.without_url());
-    if permanent {
-        engine.permanent()
-    } else {
-        engine
-    }
-}
-
-fn error_chain_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = String::new();
-    let mut current = Some(error);
-    while let Some(e) = current {
-        text.push_str(&e.to_string());
-        text.push_str(&format!(" {e:?} "));
-        current = e.source();
-    }
-    text
-}
-
-/// An error for a status we cannot use.
-pub(crate) fn status_error(response: &Response, url: &Url) -> Error {
-    let status = response.status();
-    let reason = status.canonical_reason().unwrap_or("");
-    Error::new(
-        ErrorKind::HttpStatus(status.as_u16()),
-        format!("server answered {} {reason}", status.as_u16())
-            .trim_end()
-            .to_owned(),
-    )
-    .with_url(url)
-    .with_retry_after(retry_after(response.headers()))
 }
 
 /// Sends the probe: a GET for `[0, first_len)`.

@@ -11,9 +11,10 @@ use reqwest::{Response, StatusCode, header};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Event;
 use crate::fetch::Fetcher;
-use crate::probe::{Validator, next_chunk, send_within, status_error};
+use crate::probe::Validator;
 use crate::range::ByteRange;
 use crate::retry::Jitter;
+use crate::transport::{next_chunk, send_within, status_error};
 
 /// Streams the whole body into the part file; returns its length.
 pub(crate) async fn single_stream(fetcher: &Fetcher, first: Response) -> Result<u64> {

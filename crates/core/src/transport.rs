@@ -1,0 +1,199 @@
+//! HTTP plumbing below every stage that talks to a server: the client, a
+//! request whose response headers must come within a timeout, the next
+//! body chunk within the stall timeout, and the mapping of transport
+//! failures and unusable statuses to engine errors. Stages import it; it
+//! imports no stage.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use reqwest::header::{self, HeaderMap};
+use reqwest::{Client, RequestBuilder, Response, Url};
+
+use crate::download::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::header::parse_retry_after;
+
+/// The HTTP client of one download: HTTP/1.1 connections (one per range in
+/// flight), the configured proxy and extra roots, and a redirect policy
+/// that refuses downgrades.
+pub(crate) fn client(config: &Config) -> Result<Client> {
+    let mut builder = Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .pool_max_idle_per_host(config.connections)
+        .tcp_nodelay(true)
+        .redirect(redirect_policy())
+        .user_agent(concat!("rangefetch/", env!("CARGO_PKG_VERSION")));
+    builder = match &config.proxy {
+        Some(proxy) => builder.proxy(reqwest::Proxy::all(proxy).map_err(|e| {
+            Error::new(ErrorKind::InvalidInput, "invalid proxy URL").with_source(e)
+        })?),
+        None => builder.no_proxy(),
+    };
+    for pem in &config.ca_certs_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+            Error::new(ErrorKind::InvalidInput, "invalid CA certificate PEM").with_source(e)
+        })?;
+        if certs.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "no certificate in the CA PEM file",
+            ));
+        }
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder.build().map_err(|e| {
+        Error::new(ErrorKind::InvalidInput, "cannot set up the HTTP client").with_source(e)
+    })
+}
+
+/// Follows up to 10 redirects and refuses a downgrade from HTTPS to HTTP.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade = attempt
+            .previous()
+            .last()
+            .is_some_and(|prev| prev.scheme() == "https")
+            && attempt.url().scheme() == "http";
+        if downgrade {
+            attempt.error("refusing a redirect from https to http")
+        } else if attempt.previous().len() > 10 {
+            attempt.error("more than 10 redirects")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+pub(crate) fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The `Retry-After` delay of a response, if it sent a valid one.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    header_str(headers, header::RETRY_AFTER).and_then(|v| parse_retry_after(v, SystemTime::now()))
+}
+
+/// Sends `request` for `url`, waiting at most `timeout` for the response
+/// headers; a failure or the timeout becomes a network error.
+pub(crate) async fn send_within(
+    request: RequestBuilder,
+    timeout: Duration,
+    url: &Url,
+) -> Result<Response> {
+    within(timeout, request.send(), url, "no response within").await
+}
+
+/// The next piece of `response`'s body, `None` at its end; no data for
+/// `stall` is a stalled connection, a network error.
+pub(crate) async fn next_chunk(
+    response: &mut Response,
+    stall: Duration,
+    url: &Url,
+) -> Result<Option<Bytes>> {
+    within(stall, response.chunk(), url, "stalled: no data for").await
+}
+
+/// Awaits `work` for at most `limit`; a transport error or running out of
+/// time (`late`, followed by the limit in seconds) is a network error.
+async fn within<T>(
+    limit: Duration,
+    work: impl Future<Output = reqwest::Result<T>>,
+    url: &Url,
+    late: &str,
+) -> Result<T> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(network_error(error, url)),
+        Err(_) => Err(Error::new(
+            ErrorKind::Network,
+            format!("{late} {} s", limit.as_secs_f64()),
+        )
+        .with_url(url)),
+    }
+}
+
+/// Turns a transport error into an engine error, marking the ones that
+/// repeating cannot fix.
+pub(crate) fn network_error(error: reqwest::Error, url: &Url) -> Error {
+    let mut message = if error.is_timeout() {
+        "request timed out".to_owned()
+    } else if error.is_connect() {
+        "cannot connect".to_owned()
+    } else if error.is_redirect() {
+        "redirect refused".to_owned()
+    } else if error.is_body() || error.is_decode() {
+        "connection lost while reading the body".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let chain = error_chain_text(&error);
+    let certificate = chain.contains("certificate") || chain.contains("UnknownIssuer");
+    if certificate {
+        message = "TLS certificate not trusted".to_owned();
+    }
+    let permanent = certificate || error.is_redirect() || error.is_builder();
+    // The URL is in our own context already, credential-free; reqwest's copy
+    // of it would repeat it and could carry a password.
+    let engine = Error::new(ErrorKind::Network, message)
+        .with_url(url)
+        .with_source(error.without_url());
+    if permanent {
+        engine.permanent()
+    } else {
+        engine
+    }
+}
+
+fn error_chain_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut current = Some(error);
+    while let Some(e) = current {
+        text.push_str(&e.to_string());
+        text.push_str(&format!(" {e:?} "));
+        current = e.source();
+    }
+    text
+}
+
+/// An error for a status we cannot use.
+pub(crate) fn status_error(response: &Response, url: &Url) -> Error {
+    let status = response.status();
+    let reason = status.canonical_reason().unwrap_or("");
+    Error::new(
+        ErrorKind::HttpStatus(status.as_u16()),
+        format!("server answered {} {reason}", status.as_u16())
+            .trim_end()
+            .to_owned(),
+    )
+    .with_url(url)
+    .with_retry_after(retry_after(response.headers()))
+}
+
+/// Fetches a small text resource (a checksum file), at most `limit` bytes,
+/// with the same proxy and TLS settings as a download.
+pub async fn fetch_text(url: &str, config: &Config, limit: usize) -> Result<String> {
+    let url = crate::download::parse_url(url)?;
+    let client = client(config)?;
+    let mut response = send_within(
+        client.get(url.clone()),
+        config.stall_timeout.max(config.connect_timeout),
+        &url,
+    )
+    .await?;
+    if !response.status().is_success() {
+        return Err(status_error(&response, &url));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| network_error(e, &url))? {
+        if body.len() + chunk.len() > limit {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("larger than {limit} bytes"),
+            )
+            .with_url(&url));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
