@@ -90,8 +90,12 @@ impl FaultRule {
 /// The counted conditions (`Nth`, `FirstN`, `AfterN`, `EveryNth`) use the request's 0-based
 /// index among the GET requests in the rule's scope (its path, or all paths), in arrival order.
 /// HEAD requests have no index and no body: only `Always` and `ConnectionNth` (or `All`/`Times`
-/// built from them) can match a HEAD, and only for [`Fault::Redirect`], [`Fault::Status`] and
-/// [`Fault::ForbiddenAfter`].
+/// built from them) can match a HEAD, and only for the faults that change a HEAD's answer (it
+/// has the head of the GET without `Range`): [`Fault::Redirect`], [`Fault::Status`],
+/// [`Fault::ForbiddenAfter`], [`Fault::NotModified`], the header edits ([`Fault::SetHeader`],
+/// [`Fault::RemoveHeader`], [`Fault::AppendHeader`], [`Fault::EtagByConnection`]),
+/// [`Fault::DelayHeaders`], and the encodings ([`Fault::Gzip`], whose `Content-Length` is the
+/// compressed length, and [`Fault::TransferGzip`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum When {
     /// Every request.
@@ -140,12 +144,22 @@ impl When {
 
 /// What happens to a matching request.
 ///
-/// Faults that replace the response (`Redirect`, `Status`, a triggered `ForbiddenAfter`) win over
-/// everything else; among them the first matching rule wins. Otherwise the faults combine: the
-/// earliest of the cuts (`ResetAfter`, `CloseAfter`, `CutRandom`, `ShortBody`) ends the body,
-/// stalls happen on the way there, the slowest `Throttle` sets the pace, and header faults and
-/// byte flips apply together. Cuts and stalls count body bytes of this response and only trigger
-/// strictly inside it: a cut at or past the body's length leaves a complete response.
+/// Faults that replace the response (`Redirect`, `Status`, `NotModified`, a triggered
+/// `ForbiddenAfter`) win over everything else; among them the first matching rule wins.
+/// Otherwise the faults combine: the earliest of the cuts (`ResetAfter`, `CloseAfter`,
+/// `CutRandom`, `ShortBody`) ends the body, stalls happen on the way there, the slowest
+/// `Throttle` sets the pace, and header faults and byte flips apply together. Cuts and stalls
+/// count body bytes of this response as they go on the wire (after `Gzip` and `TransferGzip`,
+/// `LongerBody`'s extra bytes included) and only trigger strictly inside it: a cut at or past the
+/// body's length leaves a complete response.
+///
+/// A response is built in layers, each seeing the one before: the range decision (`IgnoreRange`,
+/// `IgnoreIfRange`, `OkOnEtagIfRange`, `RangeToEnd`, with `If-Range` evaluated against the
+/// validators the header edits leave), then the content (`FlipByte`, `LongerBody`), then the
+/// encodings (`Gzip`, then `TransferGzip`), then the head (`Content-Range` faults,
+/// `OkWithContentRange`, the `Connection` line), then the header edits (`SetHeader`,
+/// `RemoveHeader`, `AppendHeader`, `EtagByConnection`) in script order, on every response the
+/// rule matches, replacements included; `DelayHeaders` holds the finished head back.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
     /// Send this many body bytes, then reset the connection (`SO_LINGER` 0, then close). As with
@@ -208,8 +222,8 @@ pub enum Fault {
         /// Bytes of the body never sent.
         missing: u64,
     },
-    /// Once the body bytes served for the request's path since the script was installed reach
-    /// `after_bytes_served`, the file becomes new content (`new_seed`, same size) with a new ETag
+    /// Once the body bytes served for the request's path since the script was installed
+    /// (counted as [`crate::RequestLog::body_bytes`] counts them) reach `after_bytes_served`, the file becomes new content (`new_seed`, same size) with a new ETag
     /// (and a `Last-Modified` one hour later). It fires once per rule, mid-stream if the count
     /// crosses the threshold during a response. Responses already streaming keep the version
     /// they started with, as S3 does; requests that arrive later get the new one.
@@ -242,6 +256,94 @@ pub enum Fault {
         /// Requests for the path allowed before the 403s begin.
         requests: usize,
     },
+    /// Replace every `name` line of the response head (matched case-insensitively) by one
+    /// `name: value` line where the first one was, or add it at the end if there is none. The
+    /// body is sent as it would have been, so a changed `Content-Length` or `Content-Range` lies
+    /// about it. An `ETag` or `Last-Modified` set this way is the validator of the backend
+    /// answering: `If-Range` is evaluated against it (a date that does not parse never matches),
+    /// so a mismatch gets 200 and the whole file, as from a real server.
+    SetHeader {
+        /// The header name, sent as written here.
+        name: String,
+        /// The header value, sent as given.
+        value: String,
+    },
+    /// Drop every `name` line of the response head (matched case-insensitively). Without its
+    /// `ETag` (or `Last-Modified`) the backend has no such validator, so an `If-Range` of that
+    /// form never matches (200, whole file). Without `Content-Length`, and with no
+    /// `Transfer-Encoding`, a GET's body is close-delimited: the response says `Connection:
+    /// close` and the server closes the connection after the body.
+    RemoveHeader {
+        /// The header name.
+        name: String,
+    },
+    /// Add one more `name: value` line at the end of the head, even when the response already
+    /// has that header, such as a second, different `Content-Length` or `Content-Range`. Nothing
+    /// else follows the appended line: the body, the framing and `If-Range` are those of the
+    /// response's own (first) line, so a client that believes the last line misframes or
+    /// misplaces the body.
+    AppendHeader {
+        /// The header name, sent as written here.
+        name: String,
+        /// The header value, sent as given.
+        value: String,
+    },
+    /// Send `extra` bytes of 0xA5, never the file's bytes, after the content: `Content-Length`
+    /// counts them, while a 206's `Content-Range` still names the range served, so a client
+    /// that writes them corrupts its file. A 200 gets them too (a body longer than the file).
+    /// Several add up; the extra bytes count as body bytes.
+    LongerBody {
+        /// Bytes sent after the content.
+        extra: u64,
+    },
+    /// Serve a satisfiable range from its first byte to the end of the file, more than was
+    /// asked: 206 with `Content-Range: bytes first-(size-1)/size` and all those bytes.
+    RangeToEnd,
+    /// Announce the complete length of a 206 as unknown: `Content-Range: bytes first-last/*`.
+    /// It wins over `WrongTotal`.
+    UnknownTotal,
+    /// Write the unit of the response's `Content-Range` in upper case: `BYTES first-last/size`
+    /// (and `BYTES */size` for a 416).
+    UppercaseUnit,
+    /// Answer `304 Not Modified` without a body or `Content-Length`, with the file's
+    /// `Accept-Ranges`, `ETag` and `Last-Modified` (as the header edits leave them), keeping the
+    /// connection open.
+    NotModified,
+    /// Read the request, then send nothing for `duration` before answering as otherwise
+    /// decided: a server that accepts and never answers (`None`: the socket stays open until
+    /// the server shuts down), or a cache whose first byte comes late. The answer is decided,
+    /// and the request logged, when the request arrives. Several add up.
+    DelayHeaders {
+        /// How long the head is held back; `None` is forever.
+        duration: Option<Duration>,
+    },
+    /// Compress the body for real with gzip and say `Content-Encoding: gzip`: the bytes the
+    /// response would have carried (the whole file for a 200, the range for a 206, with
+    /// `FlipByte` and `LongerBody` applied) are compressed in memory, at the fastest level with
+    /// a fixed gzip header, so the same request gets the same bytes. `Content-Length` is the
+    /// compressed length; the status and `Content-Range` stay those of the uncompressed body.
+    /// With `IgnoreRange` it is Apache's `force-gzip`: 200 and the whole file gzipped. The body
+    /// is held in memory, so it suits files of a few MiB.
+    Gzip,
+    /// Compress the body (after any `Gzip`) with gzip as a transfer coding and send it chunked,
+    /// in chunks of 16 KiB and the last zero-size chunk, no trailers: `Transfer-Encoding: gzip,
+    /// chunked` and no `Content-Length`. The chunk framing counts as body bytes.
+    TransferGzip,
+    /// A load-balanced farm whose backends give the file different ETags (Apache's inode
+    /// ETags): the n-th connection accepted since the script was installed gets
+    /// `etags[n % etags.len()]` (quotes included) as its `ETag`, and its `If-Range` is evaluated
+    /// against it. A connection accepted before the install, or an empty list, keeps the
+    /// file's own ETag. Content, size and `Last-Modified` stay the same.
+    EtagByConnection {
+        /// The ETag header values of the backends, in connection order.
+        etags: Vec<String>,
+    },
+    /// A P2P proxy bug: answer a range that would get 206 with status 200, yet with the range's
+    /// `Content-Range`, its bytes only, and its length as `Content-Length`.
+    OkWithContentRange,
+    /// A proxy that drops `If-Range`: a range is served as if none had been sent, even when it
+    /// names another version. It wins over `OkOnEtagIfRange`.
+    IgnoreIfRange,
 }
 
 impl Fault {
@@ -249,7 +351,17 @@ impl Fault {
     fn applies_to_head(&self) -> bool {
         matches!(
             self,
-            Fault::Redirect { .. } | Fault::Status { .. } | Fault::ForbiddenAfter { .. }
+            Fault::Redirect { .. }
+                | Fault::Status { .. }
+                | Fault::ForbiddenAfter { .. }
+                | Fault::NotModified
+                | Fault::SetHeader { .. }
+                | Fault::RemoveHeader { .. }
+                | Fault::AppendHeader { .. }
+                | Fault::EtagByConnection { .. }
+                | Fault::DelayHeaders { .. }
+                | Fault::Gzip
+                | Fault::TransferGzip
         )
     }
 }
@@ -318,6 +430,34 @@ pub(crate) enum Replacement {
         retry_after: Option<String>,
     },
     Forbidden,
+    NotModified,
+}
+
+/// One change to the response head, in script order.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum HeaderEdit {
+    Set { name: String, value: String },
+    Remove { name: String },
+    Append { name: String, value: String },
+}
+
+/// How long the head is held back ([`Fault::DelayHeaders`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeadDelay {
+    For(Duration),
+    Forever,
+}
+
+impl HeadDelay {
+    /// Two delays one after the other.
+    fn then(self, other: HeadDelay) -> HeadDelay {
+        match (self, other) {
+            (HeadDelay::For(first), HeadDelay::For(second)) => {
+                HeadDelay::For(first.saturating_add(second))
+            }
+            _ => HeadDelay::Forever,
+        }
+    }
 }
 
 /// A `ChangeContent` rule armed by a request; `rule` and `generation` identify it so that it
@@ -348,13 +488,35 @@ pub(crate) struct Effects {
     pub stalls: Vec<StallPoint>,
     pub throttle: Option<u64>,
     pub changes: Vec<ChangeTrigger>,
+    /// `SetHeader`, `RemoveHeader`, `AppendHeader` and `EtagByConnection` (resolved to the
+    /// connection's ETag), in script order.
+    pub header_edits: Vec<HeaderEdit>,
+    /// `LongerBody`'s extra bytes, summed.
+    pub longer_by: u64,
+    pub range_to_end: bool,
+    pub unknown_total: bool,
+    pub uppercase_unit: bool,
+    pub head_delay: Option<HeadDelay>,
+    pub gzip: bool,
+    pub transfer_gzip: bool,
+    pub ok_with_content_range: bool,
+    pub ignore_if_range: bool,
     /// Body bytes served for the request's path since the script was installed; shared by all
     /// responses for the path, so `ChangeContent` sees the total.
     pub served: Arc<AtomicU64>,
 }
 
 impl Effects {
-    fn add(&mut self, rule: usize, generation: u64, fault: &Fault, rng: &mut Rng) {
+    /// Adds one matching rule's fault; `connection_index` is the request's connection counted
+    /// from the script's install (`None` for a connection accepted before it).
+    fn add(
+        &mut self,
+        rule: usize,
+        generation: u64,
+        fault: &Fault,
+        connection_index: Option<u64>,
+        rng: &mut Rng,
+    ) {
         self.matched.push(fault.clone());
         match fault {
             Fault::ResetAfter { bytes } => self.offer_cut(*bytes, CutKind::Reset),
@@ -410,6 +572,42 @@ impl Effects {
             }
             Fault::FlipByte { offset } => self.flips.push(*offset),
             Fault::ForbiddenAfter { .. } => self.offer_replacement(Replacement::Forbidden),
+            Fault::SetHeader { name, value } => self.header_edits.push(HeaderEdit::Set {
+                name: name.clone(),
+                value: value.clone(),
+            }),
+            Fault::RemoveHeader { name } => {
+                self.header_edits
+                    .push(HeaderEdit::Remove { name: name.clone() });
+            }
+            Fault::AppendHeader { name, value } => self.header_edits.push(HeaderEdit::Append {
+                name: name.clone(),
+                value: value.clone(),
+            }),
+            Fault::LongerBody { extra } => self.longer_by = self.longer_by.saturating_add(*extra),
+            Fault::RangeToEnd => self.range_to_end = true,
+            Fault::UnknownTotal => self.unknown_total = true,
+            Fault::UppercaseUnit => self.uppercase_unit = true,
+            Fault::NotModified => self.offer_replacement(Replacement::NotModified),
+            Fault::DelayHeaders { duration } => {
+                let delay = duration.map_or(HeadDelay::Forever, HeadDelay::For);
+                self.head_delay = Some(self.head_delay.map_or(delay, |before| before.then(delay)));
+            }
+            Fault::Gzip => self.gzip = true,
+            Fault::TransferGzip => self.transfer_gzip = true,
+            Fault::EtagByConnection { etags } => {
+                let backend = connection_index
+                    .filter(|_| !etags.is_empty())
+                    .map(|index| &etags[(index % etags.len() as u64) as usize]);
+                if let Some(etag) = backend {
+                    self.header_edits.push(HeaderEdit::Set {
+                        name: "ETag".to_owned(),
+                        value: etag.clone(),
+                    });
+                }
+            }
+            Fault::OkWithContentRange => self.ok_with_content_range = true,
+            Fault::IgnoreIfRange => self.ignore_if_range = true,
         }
     }
 
@@ -555,7 +753,13 @@ impl FaultState {
                 continue;
             }
             self.rule_hits[rule_idx] += 1;
-            effects.add(rule_idx, self.generation, &rule.fault, &mut self.rng);
+            effects.add(
+                rule_idx,
+                self.generation,
+                &rule.fault,
+                connection_index,
+                &mut self.rng,
+            );
         }
         *self
             .requests_by_path
@@ -824,5 +1028,98 @@ mod tests {
         let b = faults.evaluate(&get("/b")).served;
         assert!(Arc::ptr_eq(&a, &a_again));
         assert!(!Arc::ptr_eq(&a, &b));
+    }
+
+    #[test]
+    fn etag_by_connection_counts_connections_from_the_install() {
+        let farm = Fault::EtagByConnection {
+            etags: vec!["\"a\"".to_owned(), "\"b\"".to_owned()],
+        };
+        let mut faults = FaultState::new(FaultScript::new(vec![FaultRule::always(farm)]), 3);
+        let etag_on = |faults: &mut FaultState, connection_id| {
+            let facts = RequestFacts {
+                connection_id,
+                ..get("/a")
+            };
+            match faults.evaluate(&facts).header_edits.as_slice() {
+                [HeaderEdit::Set { name, value }] if name == "ETag" => Some(value.clone()),
+                [] => None,
+                other => panic!("unexpected edits {other:?}"),
+            }
+        };
+        let seen: Vec<Option<String>> = [3, 4, 5, 4, 2]
+            .iter()
+            .map(|id| etag_on(&mut faults, *id))
+            .collect();
+        let etag = |value: &str| Some(value.to_owned());
+        assert_eq!(
+            seen,
+            [
+                etag("\"a\""),
+                etag("\"b\""),
+                etag("\"a\""),
+                etag("\"b\""),
+                None
+            ]
+        );
+        let mut empty = state(vec![FaultRule::always(Fault::EtagByConnection {
+            etags: Vec::new(),
+        })]);
+        assert_eq!(etag_on(&mut empty, 0), None);
+    }
+
+    #[test]
+    fn head_delays_add_up_and_forever_wins() {
+        let delay = |duration| {
+            FaultRule::always(Fault::DelayHeaders {
+                duration: Some(Duration::from_millis(duration)),
+            })
+        };
+        let mut faults = state(vec![delay(100), delay(50)]);
+        assert_eq!(
+            faults.evaluate(&get("/a")).head_delay,
+            Some(HeadDelay::For(Duration::from_millis(150)))
+        );
+        let mut faults = state(vec![
+            delay(100),
+            FaultRule::always(Fault::DelayHeaders { duration: None }),
+            delay(50),
+        ]);
+        assert_eq!(
+            faults.evaluate(&get("/a")).head_delay,
+            Some(HeadDelay::Forever)
+        );
+    }
+
+    #[test]
+    fn heads_see_header_edits_and_encodings_but_not_range_faults() {
+        let mut faults = state(vec![
+            FaultRule::always(Fault::RemoveHeader {
+                name: "ETag".to_owned(),
+            }),
+            FaultRule::always(Fault::Gzip),
+            FaultRule::always(Fault::RangeToEnd),
+            FaultRule::always(Fault::LongerBody { extra: 5 }),
+            FaultRule::always(Fault::NotModified),
+        ]);
+        let head = RequestFacts {
+            method: "HEAD",
+            ..get("/a")
+        };
+        let effects = faults.evaluate(&head);
+        assert_eq!(
+            effects.matched,
+            [
+                Fault::RemoveHeader {
+                    name: "ETag".to_owned()
+                },
+                Fault::Gzip,
+                Fault::NotModified
+            ]
+        );
+        assert!(effects.gzip && !effects.range_to_end && effects.longer_by == 0);
+        assert_eq!(effects.replacement, Some(Replacement::NotModified));
+        let effects = faults.evaluate(&get("/a"));
+        assert!(effects.range_to_end && effects.longer_by == 5);
     }
 }

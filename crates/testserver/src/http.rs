@@ -280,13 +280,22 @@ pub(crate) fn if_range_matches(
     }
 }
 
-/// The value of `Content-Range` for a (half-open) `range`, shifted and with the given total;
-/// the shift exists to serve deliberately wrong headers, so it is applied in wide arithmetic
-/// and may print a nonsensical (negative) position.
-pub(crate) fn content_range(range: &Range<u64>, shift: i64, total: u64) -> String {
+/// The value of `Content-Range` for a (half-open) `range`, in `unit` (`bytes`, or a faulty
+/// spelling), shifted and with the given total (`None` prints the unknown `*`); the shift exists
+/// to serve deliberately wrong headers, so it is applied in wide arithmetic and may print a
+/// nonsensical (negative) position.
+pub(crate) fn content_range(
+    unit: &str,
+    range: &Range<u64>,
+    shift: i64,
+    total: Option<u64>,
+) -> String {
     let first = i128::from(range.start) + i128::from(shift);
     let last = i128::from(range.end) - 1 + i128::from(shift);
-    format!("bytes {first}-{last}/{total}")
+    match total {
+        Some(total) => format!("{unit} {first}-{last}/{total}"),
+        None => format!("{unit} {first}-{last}/*"),
+    }
 }
 
 /// The reason phrase of a status code; clients ignore it, humans reading logs do not.
@@ -328,7 +337,7 @@ pub(crate) fn status_has_no_body(status: u16) -> bool {
 }
 
 /// The bytes of a response head: status line, headers, blank line.
-pub(crate) fn encode_head(status: u16, headers: &[(&str, String)]) -> Vec<u8> {
+pub(crate) fn encode_head(status: u16, headers: &[(String, String)]) -> Vec<u8> {
     let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
     for (name, value) in headers {
         head.push_str(name);
@@ -519,14 +528,24 @@ mod tests {
 
     #[test]
     fn content_range_prints_inclusive_and_shifted() {
-        assert_eq!(content_range(&(0..100), 0, 1000), "bytes 0-99/1000");
-        assert_eq!(content_range(&(10..20), 5, 7), "bytes 15-24/7");
-        assert_eq!(content_range(&(0..1), -3, 9), "bytes -3--3/9");
+        assert_eq!(
+            content_range("bytes", &(0..100), 0, Some(1000)),
+            "bytes 0-99/1000"
+        );
+        assert_eq!(
+            content_range("bytes", &(10..20), 5, Some(7)),
+            "bytes 15-24/7"
+        );
+        assert_eq!(
+            content_range("bytes", &(0..1), -3, Some(9)),
+            "bytes -3--3/9"
+        );
+        assert_eq!(content_range("BYTES", &(5..6), 0, None), "BYTES 5-5/*");
     }
 
     #[test]
     fn heads_encode() {
-        let head = encode_head(206, &[("Content-Length", "5".to_owned())]);
+        let head = encode_head(206, &[("Content-Length".to_owned(), "5".to_owned())]);
         assert_eq!(
             String::from_utf8(head).expect("ascii"),
             "HTTP/1.1 206 Partial Content\r\nContent-Length: 5\r\n\r\n"

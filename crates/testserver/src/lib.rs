@@ -7,8 +7,11 @@
 //! speaks enough HTTP/1.1 for real clients (curl, reqwest): GET and HEAD, persistent
 //! connections, single byte ranges with 206 and 416, `If-Range` against a strong `ETag` or
 //! `Last-Modified`. A [`FaultScript`] breaks chosen responses on purpose: resets, early closes,
-//! stalls, throttling, error statuses, wrong headers, corrupted or changing content, redirects.
-//! Every request is logged ([`RequestLog`]) for tests to assert on.
+//! stalls, late or missing heads, throttling, error statuses and 304s, wrong, added, duplicated
+//! or missing headers (validators included, which `If-Range` then follows), `Content-Range`
+//! oddities, bodies longer than announced, gzip content and transfer codings, per-connection
+//! ETags, proxies that mangle `If-Range`, corrupted or changing content, redirects. Every
+//! request is logged ([`RequestLog`]) for tests to assert on.
 //!
 //! The server runs on its own thread and tokio runtime, so a test may use any runtime or none;
 //! it binds `127.0.0.1:0`. Dropping it stops accepting, aborts open connections (stalled ones
@@ -34,6 +37,7 @@
 
 mod content;
 mod date;
+mod encoding;
 mod fault;
 mod http;
 mod respond;
@@ -143,10 +147,13 @@ pub struct RequestLog {
     pub range: Option<String>,
     /// The raw `If-Range` header.
     pub if_range: Option<String>,
-    /// The status sent.
+    /// The status sent (for a [`Fault::DelayHeaders`] head still held back, the one it will
+    /// have).
     pub status: u16,
-    /// File-content body bytes written to the socket. It grows as each piece is handed to the
-    /// socket, so once a client has read a byte it is counted here; a failed write is not
+    /// Bytes of a file body written to the socket, as they go on the wire: the file's content,
+    /// [`Fault::LongerBody`]'s padding included; for [`Fault::Gzip`] the compressed bytes, and
+    /// for [`Fault::TransferGzip`] the chunked framing too. It grows as each piece is handed to
+    /// the socket, so once a client has read a byte it is counted here; a failed write is not
     /// counted. The few bytes of an error page's text are not counted either.
     pub body_bytes: u64,
     /// Which connection carried the request: 0, 1, ... in accept order.

@@ -12,11 +12,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::{JoinError, JoinSet};
 
-use crate::fault::{ChangeTrigger, CutKind, FaultScript, FaultState, RequestFacts};
+use crate::fault::{ChangeTrigger, CutKind, FaultScript, FaultState, HeadDelay, RequestFacts};
 use crate::http::{self, HeadError, RangeHeader, RequestHead};
 use crate::respond::{self, Body, FileBody, Plan, RequestView};
 use crate::throttle::TokenBucket;
-use crate::{FileSpec, RequestLog, ServerConfig, content};
+use crate::{FileSpec, RequestLog, ServerConfig};
 
 /// Body bytes generated and written per write call: large enough that syscalls are not the
 /// bottleneck at GB/s, small enough to keep per-connection memory and cut precision modest.
@@ -86,7 +86,8 @@ impl Shared {
     /// Evaluates the faults, picks the file version and the response, and logs the request.
     ///
     /// All of it happens under the faults lock so that the log's order is the order in which
-    /// rules counted the requests.
+    /// rules counted the requests; that includes compressing a `Gzip` body, which is why those
+    /// are meant for small files.
     fn prepare(&self, head: &RequestHead, connection_id: u64) -> Prepared {
         let mut faults = lock(&self.faults);
         let size = lock(&self.files).get(&head.path).map(|file| file.size);
@@ -113,6 +114,8 @@ impl Shared {
             method: &head.method,
             range: head.header("range"),
             if_range: head.header("if-range"),
+            close_requested: head.wants_close(),
+            http_1_0: head.minor_version == 0,
         };
         let plan = respond::decide(&request, file.as_ref(), &effects);
         let mut log = lock(&self.log);
@@ -377,7 +380,7 @@ impl Connection {
         self.shared.log_rejected(self.id, status);
         let plan = respond::text(status, &format!("{status} {}\n", http::reason(status)));
         let mut headers = plan.headers;
-        headers.push(("Connection", "close".to_owned()));
+        headers.push(("Connection".to_owned(), "close".to_owned()));
         let mut bytes = http::encode_head(status, &headers);
         if let Body::Text(text) = plan.body {
             bytes.extend_from_slice(text.as_bytes());
@@ -416,19 +419,18 @@ impl Connection {
         if head.path == tests::PANIC_PATH {
             panic!("deliberate panic requested by a unit test");
         }
-        let close = head.wants_close();
         let prepared = self.shared.prepare(&head, self.id);
-        let mut headers = prepared.plan.headers.clone();
-        if close {
-            headers.push(("Connection", "close".to_owned()));
-        } else if head.minor_version == 0 {
-            headers.push(("Connection", "keep-alive".to_owned()));
+        match prepared.plan.head_delay {
+            Some(HeadDelay::For(duration)) => tokio::time::sleep(duration).await,
+            // Ends only when shutdown aborts the task.
+            Some(HeadDelay::Forever) => std::future::pending::<()>().await,
+            None => {}
         }
-        let head_bytes = http::encode_head(prepared.plan.status, &headers);
+        let head_bytes = http::encode_head(prepared.plan.status, &prepared.plan.headers);
         if self.stream.write_all(&head_bytes).await.is_err() {
             return Ending::Abandon;
         }
-        let after_complete = if close {
+        let after_complete = if prepared.plan.close {
             Ending::Close
         } else {
             Ending::KeepAlive
@@ -488,14 +490,7 @@ impl Connection {
             {
                 len = bucket.take(len).await;
             }
-            let offset = body.range.start + sent;
-            let piece = &mut self.piece[..len];
-            content::fill(body.seed, offset, piece);
-            for flip in &body.flips {
-                if (offset..offset + len as u64).contains(flip) {
-                    piece[(flip - offset) as usize] ^= 0xFF;
-                }
-            }
+            body.fill(sent, &mut self.piece[..len]);
             // Counted before the write, not after: a client that has read the last byte and
             // looks at the log, or sends its next request, must find the bytes counted and any
             // content change they trigger already made.

@@ -1,5 +1,6 @@
 //! The test server seen from the wire: raw HTTP/1.1 over `std::net::TcpStream`, checking ranges,
-//! validators, persistent connections, each scripted fault, and shutdown on drop.
+//! validators, persistent connections, each scripted fault (header edits, gzip and chunked
+//! bodies included), and shutdown on drop.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -28,6 +29,15 @@ impl Response {
             .iter()
             .find(|(header_name, _)| header_name.eq_ignore_ascii_case(name))
             .map(|(_, value)| value.as_str())
+    }
+
+    /// Every value of the header called `name`, in the order sent.
+    fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(header_name, _)| header_name.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+            .collect()
     }
 
     fn content_length(&self) -> usize {
@@ -139,6 +149,55 @@ impl Client {
         (self.pending.drain(..len).collect(), None)
     }
 
+    /// Sends a request and reads its head, leaving the body to the caller.
+    fn start(&mut self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.send("GET", path, headers);
+        let (status, headers) = self.read_head();
+        Response {
+            status,
+            headers,
+            body: Vec::new(),
+        }
+    }
+
+    /// Reads the rest of the stream: a close-delimited body.
+    fn read_to_close(&mut self) -> Vec<u8> {
+        let mut body = std::mem::take(&mut self.pending);
+        self.stream
+            .read_to_end(&mut body)
+            .expect("read to the end of the stream");
+        body
+    }
+
+    /// Reads one chunked body strictly (hex sizes, CRLFs, the zero chunk, no trailers); returns
+    /// the data, the chunk sizes, and how many bytes the framed body took on the wire.
+    fn read_chunked(&mut self) -> (Vec<u8>, Vec<usize>, usize) {
+        let mut data = Vec::new();
+        let mut sizes = Vec::new();
+        let mut wire_len = 0;
+        loop {
+            let line_end = loop {
+                if let Some(pos) = self.pending.windows(2).position(|w| w == b"\r\n") {
+                    break pos;
+                }
+                assert!(self.fill_pending().expect("read a chunk size") > 0);
+            };
+            let line: Vec<u8> = self.pending.drain(..line_end + 2).collect();
+            let size_text = std::str::from_utf8(&line[..line_end]).expect("ASCII chunk size");
+            let size = usize::from_str_radix(size_text, 16).expect("hex chunk size");
+            let (chunk, error) = self.read_body(size + 2);
+            assert!(error.is_none(), "chunk cut short: {error:?}");
+            assert_eq!(&chunk[size..], b"\r\n", "CRLF after the chunk data");
+            wire_len += line.len() + size + 2;
+            sizes.push(size);
+            if size == 0 {
+                assert_eq!(chunk, b"\r\n", "no trailers");
+                return (data, sizes, wire_len);
+            }
+            data.extend_from_slice(&chunk[..size]);
+        }
+    }
+
     /// Whether the server closed the connection (end of stream, or a reset).
     fn is_closed(&mut self) -> bool {
         match self.fill_pending() {
@@ -153,6 +212,14 @@ fn server_with(files: Vec<FileSpec>, rules: Vec<FaultRule>) -> TestServer {
         files,
         faults: FaultScript::new(rules),
     })
+}
+
+fn gunzip(compressed: &[u8]) -> Vec<u8> {
+    let mut decompressed = Vec::new();
+    flate2::read::GzDecoder::new(compressed)
+        .read_to_end(&mut decompressed)
+        .expect("a valid gzip stream");
+    decompressed
 }
 
 fn only_request(server: &TestServer) -> RequestLog {
@@ -770,4 +837,440 @@ fn starts_serves_and_drops_inside_an_async_runtime() {
         // Dropping joins the server thread; its runtime must not be dropped in this one.
         drop(server);
     });
+}
+
+#[test]
+fn set_header_replaces_a_validator_that_if_range_then_follows() {
+    let file = FileSpec::new("/f", 1000, 3);
+    let own_etag = file.etag.clone().expect("default etag");
+    let server = server_with(
+        vec![file],
+        vec![
+            FaultRule::always(Fault::SetHeader {
+                name: "ETag".to_owned(),
+                value: "\"backend-2\"".to_owned(),
+            }),
+            FaultRule::always(Fault::SetHeader {
+                name: "X-Backend".to_owned(),
+                value: "2".to_owned(),
+            }),
+        ],
+    );
+    let mut client = Client::connect(&server);
+    let plain = client.get("/f", &[("Range", "bytes=0-9")]);
+    assert_eq!(plain.headers_named("etag"), ["\"backend-2\""]);
+    assert_eq!(
+        plain.headers.last().map(|(name, _)| name.as_str()),
+        Some("X-Backend")
+    );
+    let stale = client.get(
+        "/f",
+        &[("Range", "bytes=100-199"), ("If-Range", own_etag.as_str())],
+    );
+    assert_eq!(stale.status, 200);
+    assert_eq!(stale.body, content(3, 0..1000));
+    let current = client.get(
+        "/f",
+        &[("Range", "bytes=100-199"), ("If-Range", "\"backend-2\"")],
+    );
+    assert_eq!((current.status, current.body), (206, content(3, 100..200)));
+    let head = client.exchange("HEAD", "/f", &[]);
+    assert_eq!(head.header("etag"), Some("\"backend-2\""));
+}
+
+#[test]
+fn set_header_on_every_other_get_models_two_backends() {
+    let date = "Tue, 02 Jan 2024 03:04:05 GMT";
+    let later = "Wed, 03 Jan 2024 03:04:05 GMT";
+    let server = server_with(
+        vec![FileSpec::new("/f", 1000, 3)],
+        vec![FaultRule::new(
+            When::EveryNth(2),
+            Fault::SetHeader {
+                name: "Last-Modified".to_owned(),
+                value: later.to_owned(),
+            },
+        )],
+    );
+    let mut client = Client::connect(&server);
+    let answers: Vec<(u16, Option<String>)> = (0..4)
+        .map(|_| {
+            let response = client.get("/f", &[("Range", "bytes=0-9"), ("If-Range", date)]);
+            (
+                response.status,
+                response.header("last-modified").map(str::to_owned),
+            )
+        })
+        .collect();
+    let (old, new) = (Some(date.to_owned()), Some(later.to_owned()));
+    assert_eq!(
+        answers,
+        [
+            (206, old.clone()),
+            (200, new.clone()),
+            (206, old),
+            (200, new)
+        ]
+    );
+}
+
+#[test]
+fn remove_header_drops_the_validator_and_content_length_closes() {
+    let file = FileSpec::new("/f", 5000, 3);
+    let etag = file.etag.clone().expect("default etag");
+    let server = server_with(
+        vec![file],
+        vec![
+            FaultRule::new(
+                When::Nth(0),
+                Fault::RemoveHeader {
+                    name: "etag".to_owned(),
+                },
+            ),
+            FaultRule::new(
+                When::Nth(1),
+                Fault::RemoveHeader {
+                    name: "Content-Length".to_owned(),
+                },
+            ),
+        ],
+    );
+    let mut client = Client::connect(&server);
+    let no_etag = client.get("/f", &[("Range", "bytes=0-9"), ("If-Range", &etag)]);
+    assert_eq!(no_etag.header("etag"), None);
+    assert_eq!((no_etag.status, no_etag.body), (200, content(3, 0..5000)));
+    let response = client.start("/f", &[("Range", "bytes=1000-2999")]);
+    assert_eq!(response.status, 206);
+    assert_eq!(response.header("content-length"), None);
+    assert_eq!(response.header("connection"), Some("close"));
+    assert_eq!(
+        response.header("content-range"),
+        Some("bytes 1000-2999/5000")
+    );
+    assert_eq!(client.read_to_close(), content(3, 1000..3000));
+    assert_eq!(server.requests()[1].body_bytes, 2000);
+}
+
+#[test]
+fn append_header_duplicates_framing_headers_and_the_first_frames_the_body() {
+    let server = server_with(
+        vec![FileSpec::new("/f", 1000, 3)],
+        vec![
+            FaultRule::new(
+                When::Nth(0),
+                Fault::AppendHeader {
+                    name: "Content-Length".to_owned(),
+                    value: "5".to_owned(),
+                },
+            ),
+            FaultRule::new(
+                When::Nth(1),
+                Fault::AppendHeader {
+                    name: "Content-Range".to_owned(),
+                    value: "bytes 500-599/1000".to_owned(),
+                },
+            ),
+        ],
+    );
+    let mut client = Client::connect(&server);
+    let two_lengths = client.start("/f", &[("Range", "bytes=0-99")]);
+    assert_eq!(two_lengths.headers_named("content-length"), ["100", "5"]);
+    assert_eq!(
+        two_lengths.headers.last(),
+        Some(&("Content-Length".to_owned(), "5".to_owned()))
+    );
+    let (body, error) = client.read_body(100);
+    assert!(error.is_none());
+    assert_eq!(body, content(3, 0..100));
+    // The connection is still at a message boundary: the server sent the first length's body.
+    let two_ranges = client.get("/f", &[("Range", "bytes=0-99")]);
+    assert_eq!(
+        two_ranges.headers_named("content-range"),
+        ["bytes 0-99/1000", "bytes 500-599/1000"]
+    );
+    assert_eq!(two_ranges.body, content(3, 0..100));
+    assert_eq!(
+        client.get("/f", &[("Range", "bytes=0-0")]).body,
+        content(3, 0..1)
+    );
+}
+
+#[test]
+fn longer_body_sends_padding_the_content_range_does_not_name() {
+    let server = server_with(
+        vec![FileSpec::new("/f", 1000, 3)],
+        vec![FaultRule::new(
+            When::Nth(0),
+            Fault::LongerBody { extra: 50 },
+        )],
+    );
+    let mut client = Client::connect(&server);
+    let response = client.get("/f", &[("Range", "bytes=100-199")]);
+    assert_eq!(response.status, 206);
+    assert_eq!(response.header("content-range"), Some("bytes 100-199/1000"));
+    assert_eq!(response.header("content-length"), Some("150"));
+    let mut expected = content(3, 100..200);
+    expected.extend([0xA5; 50]);
+    assert_eq!(response.body, expected);
+    assert_eq!(server.requests()[0].body_bytes, 150);
+    assert_eq!(server.body_bytes_sent(), 150);
+    // The padding was framed by Content-Length, so the connection stays usable.
+    assert_eq!(
+        client.get("/f", &[("Range", "bytes=0-9")]).body,
+        content(3, 0..10)
+    );
+}
+
+#[test]
+fn content_range_faults_send_more_than_asked_or_odd_headers() {
+    let server = server_with(
+        vec![FileSpec::new("/f", 1000, 3)],
+        vec![
+            FaultRule::new(When::Nth(0), Fault::RangeToEnd),
+            FaultRule::new(When::Nth(1), Fault::UnknownTotal),
+            FaultRule::new(When::Nth(2), Fault::UppercaseUnit),
+            FaultRule::new(When::Nth(3), Fault::OkWithContentRange),
+        ],
+    );
+    let mut client = Client::connect(&server);
+    let to_end = client.get("/f", &[("Range", "bytes=100-199")]);
+    assert_eq!(to_end.status, 206);
+    assert_eq!(to_end.header("content-range"), Some("bytes 100-999/1000"));
+    assert_eq!(to_end.header("content-length"), Some("900"));
+    assert_eq!(to_end.body, content(3, 100..1000));
+    let unknown = client.get("/f", &[("Range", "bytes=100-199")]);
+    assert_eq!(unknown.status, 206);
+    assert_eq!(unknown.header("content-range"), Some("bytes 100-199/*"));
+    assert_eq!(unknown.body, content(3, 100..200));
+    let upper = client.get("/f", &[("Range", "bytes=100-199")]);
+    assert_eq!(upper.header("content-range"), Some("BYTES 100-199/1000"));
+    assert_eq!(upper.body, content(3, 100..200));
+    let ok = client.get("/f", &[("Range", "bytes=100-199")]);
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.header("content-range"), Some("bytes 100-199/1000"));
+    assert_eq!(ok.header("content-length"), Some("100"));
+    assert_eq!(ok.body, content(3, 100..200));
+    let statuses: Vec<u16> = server.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [206, 206, 206, 200]);
+    let body_bytes: Vec<u64> = server.requests().iter().map(|r| r.body_bytes).collect();
+    assert_eq!(body_bytes, [900, 100, 100, 100]);
+}
+
+#[test]
+fn not_modified_has_no_body_and_keeps_the_connection() {
+    let file = FileSpec::new("/f", 1000, 3);
+    let etag = file.etag.clone().expect("default etag");
+    let server = server_with(
+        vec![file],
+        vec![FaultRule::new(When::Nth(0), Fault::NotModified)],
+    );
+    let mut client = Client::connect(&server);
+    let response = client.start("/f", &[("Range", "bytes=0-9")]);
+    assert_eq!(response.status, 304);
+    assert_eq!(response.header("etag"), Some(etag.as_str()));
+    assert_eq!(
+        response.header("last-modified"),
+        Some("Tue, 02 Jan 2024 03:04:05 GMT")
+    );
+    assert_eq!(response.header("content-length"), None);
+    // Had a body been sent, this response would be read from the middle of it.
+    let next = client.get("/f", &[("Range", "bytes=0-9")]);
+    assert_eq!((next.status, next.body), (206, content(3, 0..10)));
+    assert_eq!(server.requests()[0].body_bytes, 0);
+}
+
+#[test]
+fn ignore_if_range_serves_the_range_of_another_version() {
+    let server = server_with(
+        vec![FileSpec::new("/f", 1000, 3)],
+        vec![FaultRule::always(Fault::IgnoreIfRange)],
+    );
+    let mut client = Client::connect(&server);
+    let response = client.get(
+        "/f",
+        &[
+            ("Range", "bytes=100-199"),
+            ("If-Range", "\"an-older-version\""),
+        ],
+    );
+    assert_eq!(response.status, 206);
+    assert_eq!(response.header("content-range"), Some("bytes 100-199/1000"));
+    assert_eq!(response.body, content(3, 100..200));
+    assert_eq!(
+        only_request(&server).if_range.as_deref(),
+        Some("\"an-older-version\"")
+    );
+}
+
+#[test]
+fn delay_headers_answers_late_or_never() {
+    let delay = Duration::from_millis(300);
+    let server = server_with(
+        vec![FileSpec::new("/f", 1000, 3)],
+        vec![
+            FaultRule::new(
+                When::Nth(0),
+                Fault::DelayHeaders {
+                    duration: Some(delay),
+                },
+            ),
+            FaultRule::new(When::Nth(1), Fault::DelayHeaders { duration: None }),
+        ],
+    );
+    let mut client = Client::connect(&server);
+    let started = Instant::now();
+    let late = client.get("/f", &[("Range", "bytes=0-9")]);
+    assert!(started.elapsed() >= delay, "{:?}", started.elapsed());
+    assert_eq!((late.status, late.body), (206, content(3, 0..10)));
+
+    let mut silent = Client::connect(&server);
+    silent
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("set timeout");
+    silent.send("GET", "/f", &[]);
+    let nothing = silent.fill_pending();
+    assert!(
+        matches!(
+            nothing.as_ref().map_err(|e| e.kind()),
+            Err(ErrorKind::WouldBlock | ErrorKind::TimedOut)
+        ),
+        "{nothing:?}"
+    );
+    // The request was read and logged; only the answer is held back.
+    assert_eq!(server.requests().len(), 2);
+    assert_eq!(server.requests()[1].body_bytes, 0);
+    drop(server);
+    silent
+        .stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("set timeout");
+    assert!(silent.is_closed(), "shutdown closes the silent connection");
+    assert!(silent.pending.is_empty(), "not a byte was sent");
+}
+
+#[test]
+fn gzip_compresses_the_body_and_counts_wire_bytes() {
+    let server = server_with(
+        vec![FileSpec::new("/f", 100_000, 3)],
+        vec![
+            FaultRule::always(Fault::Gzip),
+            FaultRule::new(When::Nth(1), Fault::IgnoreRange),
+        ],
+    );
+    let mut client = Client::connect(&server);
+    let range = client.get("/f", &[("Range", "bytes=1000-10999")]);
+    assert_eq!(range.status, 206);
+    assert_eq!(range.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        range.header("content-range"),
+        Some("bytes 1000-10999/100000")
+    );
+    assert_eq!(range.content_length(), range.body.len());
+    assert_eq!(range.body[..2], [0x1f, 0x8b], "gzip magic");
+    assert_eq!(gunzip(&range.body), content(3, 1000..11_000));
+
+    // IgnoreRange and Gzip: Apache's force-gzip.
+    let forced = client.get("/f", &[("Range", "bytes=1000-10999")]);
+    assert_eq!(forced.status, 200);
+    assert_eq!(forced.header("content-range"), None);
+    assert_eq!(forced.header("content-encoding"), Some("gzip"));
+    assert_eq!(gunzip(&forced.body), content(3, 0..100_000));
+    assert_ne!(forced.body.len(), 100_000);
+
+    let head = client.exchange("HEAD", "/f", &[]);
+    assert_eq!(head.header("content-encoding"), Some("gzip"));
+    assert_eq!(head.content_length(), forced.body.len());
+
+    let body_bytes: Vec<u64> = server.requests().iter().map(|r| r.body_bytes).collect();
+    let wire = [range.body.len() as u64, forced.body.len() as u64, 0];
+    assert_eq!(body_bytes, wire);
+    assert_eq!(server.body_bytes_sent(), wire.iter().sum::<u64>());
+}
+
+#[test]
+fn gzip_cuts_count_compressed_bytes() {
+    let server = server_with(
+        vec![FileSpec::new("/f", 100_000, 3)],
+        vec![
+            FaultRule::always(Fault::Gzip),
+            FaultRule::new(When::Nth(1), Fault::CloseAfter { bytes: 1000 }),
+        ],
+    );
+    let whole = Client::connect(&server).get("/f", &[]);
+    let mut client = Client::connect(&server);
+    let cut = client.start("/f", &[]);
+    assert_eq!(cut.content_length(), whole.body.len());
+    let (body, error) = client.read_body(whole.body.len());
+    assert_eq!(error.map(|e| e.kind()), Some(ErrorKind::UnexpectedEof));
+    assert_eq!(body, whole.body[..1000]);
+    assert_eq!(server.requests()[1].body_bytes, 1000);
+}
+
+#[test]
+fn transfer_gzip_sends_a_gzipped_chunked_body() {
+    let server = server_with(
+        vec![FileSpec::new("/f", 100_000, 3)],
+        vec![FaultRule::new(When::Nth(0), Fault::TransferGzip)],
+    );
+    let mut client = Client::connect(&server);
+    let response = client.start("/f", &[("Range", "bytes=0-49999")]);
+    assert_eq!(response.status, 206);
+    assert_eq!(response.header("transfer-encoding"), Some("gzip, chunked"));
+    assert_eq!(response.header("content-length"), None);
+    assert_eq!(response.header("content-encoding"), None);
+    assert_eq!(
+        response.header("content-range"),
+        Some("bytes 0-49999/100000")
+    );
+    let (data, sizes, wire_len) = client.read_chunked();
+    let (full_chunks, tail) = sizes.split_at(sizes.len() - 2);
+    assert!(
+        full_chunks.iter().all(|size| *size == 16 * 1024),
+        "{sizes:?}"
+    );
+    assert!((1..=16 * 1024).contains(&tail[0]), "{sizes:?}");
+    assert_eq!(tail[1], 0);
+    assert_eq!(gunzip(&data), content(3, 0..50_000));
+    assert_eq!(server.requests()[0].body_bytes, wire_len as u64);
+    // The zero chunk ended the message: the connection is reusable.
+    assert_eq!(
+        client.get("/f", &[("Range", "bytes=0-9")]).body,
+        content(3, 0..10)
+    );
+}
+
+#[test]
+fn etag_by_connection_gives_each_backend_its_own_etag() {
+    let etags = ["\"inode-1\"", "\"inode-2\"", "\"inode-3\""];
+    let server = server_with(
+        vec![FileSpec::new("/f", 1000, 3)],
+        vec![FaultRule::always(Fault::EtagByConnection {
+            etags: etags.iter().map(|etag| (*etag).to_owned()).collect(),
+        })],
+    );
+    let mut seen = Vec::new();
+    let mut modified = Vec::new();
+    for _ in 0..4 {
+        let mut client = Client::connect(&server);
+        // Both requests of a connection reach the same backend.
+        let first = client.get("/f", &[("Range", "bytes=0-9")]);
+        let second = client.exchange("HEAD", "/f", &[]);
+        assert_eq!(first.header("etag"), second.header("etag"));
+        seen.push(first.header("etag").map(str::to_owned));
+        modified.push(first.header("last-modified").map(str::to_owned));
+    }
+    let expected: Vec<Option<String>> = [0, 1, 2, 0]
+        .iter()
+        .map(|idx| Some(etags[*idx].to_owned()))
+        .collect();
+    assert_eq!(seen, expected);
+    assert!(modified.iter().all(|date| *date == modified[0]));
+    // The fifth connection reaches backend 2, whose ETag alone satisfies If-Range.
+    let mut client = Client::connect(&server);
+    let range = ("Range", "bytes=100-199");
+    let other = client.get("/f", &[range, ("If-Range", etags[0])]);
+    assert_eq!((other.status, other.body.len()), (200, 1000));
+    let same = client.get("/f", &[range, ("If-Range", etags[1])]);
+    assert_eq!((same.status, same.body), (206, content(3, 100..200)));
 }
