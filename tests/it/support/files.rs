@@ -1,0 +1,94 @@
+//! Files and directories of a test: sizes, a fresh temporary directory, hashes of files and
+//! bytes, a served file written with seeded content, and the files under a directory.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub const KIB: u64 = 1024;
+pub const MIB: u64 = 1024 * 1024;
+
+/// The SHA-256 of a file someone expected, but that no test file ever has.
+pub const WRONG_SHA256: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A fresh temporary directory for one test's files.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("rangefetch-test-")
+        .tempdir()
+        .expect("create a temporary directory")
+}
+
+/// `path` with `suffix` appended to its file name: `x.bin` → `x.bin.part`.
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The lowercase hex SHA-256 of a file, read in pieces.
+pub fn sha256_file(path: &Path) -> String {
+    let mut file = std::fs::File::open(path)
+        .unwrap_or_else(|error| panic!("open {} to hash it: {error}", path.display()));
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .unwrap_or_else(|error| panic!("read {}: {error}", path.display()));
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    hex(&hasher.finalize())
+}
+
+/// The lowercase hex SHA-256 of bytes in memory.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Writes `size` seeded pseudo-random bytes to `root/name` (for nginx to serve); returns
+/// their SHA-256, computed here from the bytes themselves.
+pub fn write_random_file(root: &Path, name: &str, size: u64, seed: u64) -> String {
+    let mut bytes = vec![0u8; usize::try_from(size).expect("a test file fits in memory")];
+    rangefetch_testserver::fill(seed, 0, &mut bytes);
+    std::fs::write(root.join(name), &bytes).expect("write the served file");
+    sha256_bytes(&bytes)
+}
+
+/// Every regular file under `dir`, recursively (none if `dir` does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let entry = entry.expect("read a directory entry");
+            let file_type = entry.file_type().expect("stat a directory entry");
+            if file_type.is_dir() {
+                stack.push(entry.path());
+            } else if file_type.is_file() {
+                found.push(entry.path());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The text of a file, or an empty string if it cannot be read (yet): the logs of a server
+/// that another process writes.
+pub fn read_lossy(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default()
+}

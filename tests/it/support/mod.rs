@@ -1,0 +1,23 @@
+//! The harness of the integration tests, one noun per module. Tests import from here
+//! (`use crate::support::{…}`); the modules below say where each thing lives.
+
+pub mod binary;
+pub mod check;
+pub mod files;
+pub mod nginx;
+pub mod pki;
+pub mod program;
+pub mod proxy;
+pub mod scenario;
+
+pub use binary::{Run, run, settled_body_bytes, spawn};
+pub use check::{Expect, assert_exit, check};
+pub use files::{
+    KIB, MIB, WRONG_SHA256, files_under, sha256_bytes, sha256_file, tempdir, with_suffix,
+    write_random_file,
+};
+pub use nginx::{Nginx, NginxOptions};
+pub use pki::TestPki;
+pub use program::closed_port;
+pub use proxy::{Tinyproxy, TinyproxyOptions};
+pub use scenario::{Ran, Scenario};
