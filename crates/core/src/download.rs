@@ -26,9 +26,9 @@ use crate::range::{ByteRange, RangeSet};
 use crate::resume::{Checkpointer, part_path, state_path};
 use crate::retry::{Backoff, Jitter};
 use crate::size::format_size;
-use crate::sources::{Source, Sources, probe_mirrors};
-use crate::store::{PartFile, WriteMode, free_space, parent_dir};
-use crate::verify::{HashFollower, HashProgress};
+use crate::sources::{MirrorProbe, Source, Sources, probe_mirrors};
+use crate::store::{OutputLock, PartFile, WriteMode, free_space, parent_dir};
+use crate::verify::HashFollower;
 use crate::{commit, resume, reuse, transport};
 
 #[doc(hidden)]
@@ -48,7 +48,7 @@ pub struct Config {
     /// download fails.
     pub retries: u32,
     /// A connection that receives no byte for this long is dropped and its
-    /// range retried.
+    /// range retried; it also bounds every wait for response headers.
     pub stall_timeout: Duration,
     /// TCP + TLS connect timeout.
     pub connect_timeout: Duration,
@@ -295,14 +295,26 @@ impl Download {
         }
     }
 
-    /// The probe and mirror-probe timeout: connect, then the headers.
+    /// How long the probes wait for response headers: the stall timeout,
+    /// like every other request (a server that accepts and never answers
+    /// is a stalled one). The connect itself is bounded by the connect
+    /// timeout too.
     fn probe_timeout(&self) -> Duration {
-        self.config.stall_timeout.max(self.config.connect_timeout)
+        self.config.stall_timeout
     }
 
     /// Runs the download to completion.
     pub async fn run(&self) -> Result<Outcome> {
         let started = Instant::now();
+        if self.output.is_dir() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "the output {} is a directory; name a file inside it",
+                    self.output.display()
+                ),
+            ));
+        }
         let emit = |event| self.emit(event);
         let mut _cache_lock = None;
         if let Some(expected) = self.sha256 {
@@ -355,40 +367,105 @@ impl Download {
     }
 
     /// Attempts until one succeeds, fails for good, or the remote changed
-    /// more often than `max_restarts`.
+    /// more often than `max_restarts`. A primary URL that fails (at the
+    /// probe or later, when no mirror could carry the download) hands over
+    /// to the next URL, from the start: bytes of two sources that cannot be
+    /// shown to be the same file never share a part file.
     async fn download(&self, started: Instant) -> Result<Outcome> {
         let client = transport::client(&self.config)?;
         let part_path = part_path(&self.output);
         let state_path = state_path(&self.output);
+        let _lock = match self.lock_output(started).await? {
+            Locked::Ours(lock) => lock,
+            Locked::Published(outcome) => return Ok(outcome),
+        };
         let mut restarts = 0;
         let mut fresh = false;
+        let mut primary = 0;
         loop {
-            match self
-                .attempt(&client, &part_path, &state_path, started, fresh)
-                .await
-            {
+            let result = self
+                .attempt(&client, &part_path, &state_path, started, fresh, primary)
+                .await;
+            match result {
                 Err(error)
                     if error.kind() == ErrorKind::RemoteChanged
                         && restarts < self.config.max_restarts =>
                 {
                     restarts += 1;
-                    fresh = true;
                     warn!(%error, "remote changed; discarding partial data and starting over");
                     self.emit(Event::RemoteChanged {
                         reason: format!(
                             "the remote file changed during the download ({error}); starting over"
                         ),
                     });
-                    // Unlink rather than truncate: no byte of the old version
-                    // can survive, and the previous attempt's hasher, which
-                    // may still be reading its map of the old file, keeps a
-                    // valid inode instead of faulting on a truncated one.
-                    let _ = std::fs::remove_file(&state_path);
-                    let _ = std::fs::remove_file(&part_path);
+                }
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        ErrorKind::Network | ErrorKind::HttpStatus(_) | ErrorKind::Protocol
+                    ) && primary + 1 < self.urls.len() =>
+                {
+                    primary += 1;
+                    let message = format!(
+                        "{error}; trying {} from the start",
+                        redact_url(&self.urls[primary])
+                    );
+                    warn!("{message}");
+                    self.emit(Event::Notice { message });
                 }
                 other => return other,
             }
+            fresh = true;
+            // Unlink rather than truncate: no byte of the old version can
+            // survive, and the previous attempt's hasher, which may still be
+            // reading its map of the old file, keeps a valid inode instead of
+            // faulting on a truncated one.
+            let _ = std::fs::remove_file(&state_path);
+            let _ = std::fs::remove_file(&part_path);
         }
+    }
+
+    /// Takes the output's lock, so that two downloads (processes, or two
+    /// [`Download`]s in one) never write one part file. When another holds
+    /// it, waits for it; if the other published the output meanwhile, that
+    /// file is the outcome (its hash checked when one is expected).
+    async fn lock_output(&self, started: Instant) -> Result<Locked> {
+        let lock_path = crate::resume::lock_path(&self.output);
+        let io_err = |e| Error::io(format!("cannot lock {}", lock_path.display()), e);
+        if let Some(lock) = OutputLock::try_acquire(&lock_path).map_err(io_err)? {
+            return Ok(Locked::Ours(lock));
+        }
+        let waited_from = std::time::SystemTime::now();
+        self.emit(Event::Notice {
+            message: format!(
+                "another download is writing {}; waiting for it to finish",
+                self.output.display()
+            ),
+        });
+        let lock = loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = self.cancel.cancelled() => return Err(cancelled()),
+            }
+            if let Some(lock) = OutputLock::try_acquire(&lock_path).map_err(io_err)? {
+                break lock;
+            }
+        };
+        let published = std::fs::metadata(&self.output)
+            .ok()
+            .filter(|meta| meta.is_file())
+            .and_then(|meta| meta.modified().ok())
+            .is_some_and(|modified| modified >= waited_from);
+        if published {
+            let found = match self.sha256 {
+                Some(expected) => reuse::already_present(&self.output, expected, started).await?,
+                None => reuse::published(&self.output, started).await?,
+            };
+            if let Some(outcome) = found {
+                return Ok(Locked::Published(outcome));
+            }
+        }
+        Ok(Locked::Ours(lock))
     }
 
     /// The probe, retried like any range: the same backoff, counted in the
@@ -435,10 +512,11 @@ impl Download {
         state_path: &Path,
         started: Instant,
         fresh: bool,
+        primary_idx: usize,
     ) -> Result<Outcome> {
         let url = self
             .urls
-            .first()
+            .get(primary_idx)
             .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "no URL given"))?;
         let counters = Arc::new(Counters::default());
         // With a journal on disk the first chunk is probably written already:
@@ -467,9 +545,10 @@ impl Download {
             ranges: remote.ranges,
             resumed_bytes,
         });
+        self.say_what_protects(&remote, &first);
         let part = self.open_part(part_path, resume.is_some(), remote.total, state_path)?;
         let done = resume.as_ref().map(|j| j.done.clone()).unwrap_or_default();
-        let hasher = start_hasher(&part, resume.as_ref())?;
+        let hasher = start_hasher(&part)?;
         hasher.advance(done.prefix_end());
         counters.bytes.store(resumed_bytes, Ordering::Relaxed);
         let _ticker = Ticker::start(Arc::clone(&counters), remote.total, self.events.clone());
@@ -481,16 +560,19 @@ impl Download {
         )];
         if ranged {
             let events = self.events.as_ref();
-            sources.extend(
-                probe_mirrors(
-                    client,
-                    &self.urls[1..],
-                    remote.total,
-                    self.probe_timeout(),
-                    events,
-                )
-                .await,
-            );
+            let primary = MirrorProbe {
+                total: remote.total,
+                validator: &remote.validator,
+                expected_hash: self.sha256.is_some(),
+                timeout: self.probe_timeout(),
+            };
+            let mirrors = &self.urls[primary_idx + 1..];
+            sources.extend(probe_mirrors(client, mirrors, primary, events).await);
+        }
+        if resume.as_ref().is_some_and(|j| j.etag_unstable) && sources[0].set_etag_unstable() {
+            sources[0]
+                .if_range_mode
+                .store(crate::sources::IF_RANGE_DATE, Ordering::Relaxed);
         }
         let fetcher = Arc::new(Fetcher {
             pool: Pool::default(),
@@ -533,8 +615,13 @@ impl Download {
                     };
                     fetcher.run_pool(first, limits).await
                 }
-                FirstBody::Partial(response, _) | FirstBody::Whole(response) => {
-                    crate::stream::single_stream(&fetcher, response)
+                FirstBody::Whole(response) | FirstBody::Encoded(response, _) => {
+                    crate::stream::single_stream(&fetcher, Some(response))
+                        .await
+                        .map(|written| (written, 1))
+                }
+                FirstBody::Partial(..) | FirstBody::Refetch(_) => {
+                    crate::stream::single_stream(&fetcher, None)
                         .await
                         .map(|written| (written, 1))
                 }
@@ -574,6 +661,33 @@ impl Download {
         })
     }
 
+    /// One-line notices about what the probe found that changes what the
+    /// user can rely on: no validator, no ranges, an encoded body.
+    fn say_what_protects(&self, remote: &Remote, first: &FirstBody) {
+        let url = redact_url(&remote.url);
+        let notice = |message: String| self.emit(Event::Notice { message });
+        match first {
+            FirstBody::Encoded(_, coding) | FirstBody::Refetch(Some(coding)) => notice(format!(
+                "{url} sends the file {coding}-encoded although identity was asked for; downloading it as one stream and decoding it (the SHA-256 is of the decoded bytes)"
+            )),
+            FirstBody::Whole(_) => notice(format!(
+                "{url} does not serve byte ranges; downloading it as one stream, which an interruption restarts from the beginning"
+            )),
+            FirstBody::Refetch(None) => notice(format!(
+                "{url} serves ranges but does not say how large the file is; downloading it as one stream"
+            )),
+            FirstBody::Partial(..) | FirstBody::Empty => {}
+        }
+        if remote.validator.is_empty()
+            && self.sha256.is_none()
+            && !matches!(first, FirstBody::Empty)
+        {
+            notice(format!(
+                "{url} sends no ETag or Last-Modified, so a change to the file during the download cannot be detected; --sha256 is what protects the file"
+            ));
+        }
+    }
+
     fn fetch_policy(&self) -> FetchPolicy {
         FetchPolicy {
             retries: self.config.retries,
@@ -585,6 +699,7 @@ impl Download {
                 slow_fraction: 0.25,
             },
             idle_poll: Duration::from_millis(100),
+            expected_hash: self.sha256.is_some(),
         }
     }
 
@@ -637,6 +752,14 @@ impl Download {
     }
 }
 
+/// What [`Download::lock_output`] found.
+enum Locked {
+    /// The lock is ours: download.
+    Ours(OutputLock),
+    /// Another download published the output while we waited.
+    Published(Outcome),
+}
+
 fn is_symlink(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
@@ -649,24 +772,22 @@ fn journal_template(url: &Url, remote: &Remote, chunk_size: u64) -> Journal {
         chunk_size,
         etag: remote.validator.etag.clone(),
         last_modified: remote.validator.last_modified.clone(),
+        etag_unstable: false,
         done: RangeSet::new(),
         hashed: 0,
         hash_state: Vec::new(),
     }
 }
 
-/// Starts the hasher on the part file's own handle, continuing from the
-/// journal's hash state when resuming.
-fn start_hasher(part: &PartFile, resume: Option<&Journal>) -> Result<HashFollower> {
+/// Starts the hasher on the part file's own handle. A resumed prefix is
+/// hashed again from the disk rather than taken from the journal's hash
+/// state: the printed hash is then always the hash of the bytes in the
+/// file, even when a power cut lost writes the journal had recorded.
+fn start_hasher(part: &PartFile) -> Result<HashFollower> {
     let reader = part
         .reader()
         .map_err(|e| Error::io(format!("cannot open {}", part.path().display()), e))?;
-    let hash_resume = resume.map(|j| HashProgress {
-        hashed: j.hashed,
-        state: j.hash_state.clone(),
-    });
-    HashFollower::start(reader, hash_resume)
-        .map_err(|e| Error::io("cannot start the hasher thread", e))
+    HashFollower::start(reader, None).map_err(|e| Error::io("cannot start the hasher thread", e))
 }
 
 /// Checks free space and preallocates the part file, so a full disk fails

@@ -15,21 +15,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use reqwest::header;
-use reqwest::{Client, Response, StatusCode, Url};
+use reqwest::{Client, Response, Url};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
+use crate::admit::{Expect, Refusal, admit_range};
 use crate::error::{Error, ErrorKind, Result, redact_url};
 use crate::event::{Event, EventSink};
 use crate::plan::{Assignment, Scheduler, TakeOver, TaskId};
 use crate::pool::{Growth, Pool, Resize};
-use crate::probe::{Validator, probe};
+use crate::probe::probe;
 use crate::progress::Counters;
-use crate::range::{ByteRange, format_range_header, parse_content_range};
+use crate::range::{ByteRange, format_range_header};
 use crate::retry::{Backoff, Jitter};
 use crate::sources::{IF_RANGE_DATE, IF_RANGE_ETAG, IF_RANGE_NONE, Sources};
 use crate::store::PartFile;
-use crate::transport::{header_str, next_chunk, send_within, status_error};
+use crate::transport::{next_chunk, send_within, status_error};
 use crate::verify::HashFollower;
 
 /// Retry and timeout settings of the fetch stage.
@@ -43,6 +44,15 @@ pub(crate) struct FetchPolicy {
     /// How long an idle connection waits before looking for work again
     /// while other connections still hold ranges.
     pub idle_poll: Duration,
+    /// Whether an expected SHA-256 will check the bytes: only then may
+    /// bytes of sources that cannot be shown to serve the same version
+    /// (another origin, other validators) go into one file.
+    pub expected_hash: bool,
+}
+
+/// Whether two URLs have the same origin (scheme, host, port).
+pub(crate) fn same_origin(a: &Url, b: &Url) -> bool {
+    a.origin() == b.origin()
 }
 
 /// How large the pool may grow and how it starts.
@@ -389,7 +399,11 @@ impl Fetcher {
         match probe(&self.client, &source.original, 1, self.policy.stall_timeout).await {
             Ok((remote, _))
                 if remote.total == self.total
-                    && !source.validator.contradicts(&remote.validator) =>
+                    && source
+                        .validator
+                        .mismatch(&remote.validator, source.etag_unstable())
+                        .is_none()
+                    && (self.policy.expected_hash || same_origin(&remote.url, &source.url())) =>
             {
                 debug!(url = %redact_url(&remote.url), "re-resolved an expired redirect target");
                 *source
@@ -426,8 +440,9 @@ impl Fetcher {
         self.stream_body(id, idx, got, response).await
     }
 
-    /// Validates a ranged response against the request and the probe;
-    /// returns the range its body carries.
+    /// Admits a ranged response (see [`crate::admit`]) and acts on a
+    /// refusal: a farm's flipping ETags switch the source to its date, a
+    /// mishandled `If-Range` form is demoted. Returns the range to write.
     fn check_response(
         &self,
         idx: usize,
@@ -437,78 +452,82 @@ impl Fetcher {
         mode: u8,
     ) -> Result<ByteRange> {
         let source = &self.sources[idx];
-        let headers = response.headers();
-        let validator = Validator::from_headers(headers);
         let changed = |what: String| Error::new(ErrorKind::RemoteChanged, what).with_url(url);
-        match response.status() {
-            StatusCode::PARTIAL_CONTENT => {}
-            StatusCode::OK => {
-                let same_version = !source.validator.contradicts(&validator)
-                    && source.validator.if_range().is_some()
-                    && validator.if_range().is_some()
-                    && header_str(headers, header::CONTENT_LENGTH)
-                        .and_then(crate::header::parse_content_length)
-                        .is_none_or(|len| Some(len) == self.total);
-                if same_version && mode != IF_RANGE_NONE {
-                    // A 200 carrying the very validator we sent: the server
-                    // mishandles this If-Range form, not a changed file.
-                    let next = if mode == IF_RANGE_ETAG && source.validator.last_modified.is_some()
-                    {
-                        IF_RANGE_DATE
-                    } else {
-                        IF_RANGE_NONE
-                    };
-                    let _ = source.if_range_mode.compare_exchange(
-                        mode,
-                        next,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
-                    warn!(url = %redact_url(url), "server ignores If-Range although the file is unchanged; using another form");
-                    return Err(Error::new(
-                        ErrorKind::Protocol,
-                        "server answered a range with the whole unchanged file; retrying with another If-Range form",
-                    )
-                    .with_url(url));
-                }
-                return Err(changed(
-                    "server sent the whole file instead of the range: the remote changed or stopped serving ranges"
-                        .to_owned(),
-                ));
-            }
-            _ => return Err(status_error(response, url)),
-        }
-        if source.validator.contradicts(&validator) {
+        let protocol = |what: String| Error::new(ErrorKind::Protocol, what).with_url(url);
+        if !same_origin(response.url(), &source.url()) && !self.policy.expected_hash {
+            // Bytes from another origin cannot be shown to be this file's
+            // without a hash to check them against.
             return Err(changed(format!(
-                "validator changed from {} to {}",
-                source.validator.if_range().unwrap_or("none"),
-                validator.if_range().unwrap_or("none")
+                "redirected mid-download to another origin ({})",
+                redact_url(response.url())
             )));
         }
-        let value = header_str(headers, header::CONTENT_RANGE).ok_or_else(|| {
-            Error::new(ErrorKind::Protocol, "206 response without Content-Range").with_url(url)
-        })?;
-        let content_range = parse_content_range(value).map_err(|e| {
-            Error::new(ErrorKind::Protocol, "bad Content-Range")
-                .with_url(url)
-                .with_source(e)
-        })?;
-        if content_range.total.is_some() && content_range.total != self.total {
-            return Err(changed(format!(
-                "size changed from {} to {} bytes",
-                self.total.unwrap_or(0),
-                content_range.total.unwrap_or(0)
-            )));
-        }
-        match content_range.range {
-            Some(got) if got.start == want.start && got.end <= want.end && !got.is_empty() => {
-                Ok(got)
+        let expect = Expect {
+            validator: &source.validator,
+            total: self.total,
+            etag_unstable: source.etag_unstable(),
+        };
+        let refusal = match admit_range(response.status(), response.headers(), want, expect) {
+            Ok(admitted) => return Ok(admitted.wanted),
+            Err(refusal) => refusal,
+        };
+        match refusal {
+            Refusal::Status => Err(status_error(response, url)),
+            Refusal::Protocol(message) => Err(protocol(message)),
+            Refusal::Changed(message) => Err(changed(message)),
+            Refusal::EtagFlip(reason) => {
+                self.etags_flip(idx, &reason);
+                // The body came from a backend with the same size and date;
+                // still, take it only through a request pinned by that date.
+                Err(protocol(format!(
+                    "{reason}, with the same size and Last-Modified; retrying pinned by the date"
+                )))
             }
-            _ => Err(Error::new(
-                ErrorKind::Protocol,
-                format!("asked for bytes {want}, server answered Content-Range {value:?}"),
-            )
-            .with_url(url)),
+            Refusal::WholeUnchanged if mode != IF_RANGE_NONE => {
+                // A 200 carrying the very validator we sent: the server
+                // mishandles this If-Range form, not a changed file.
+                let next = if mode == IF_RANGE_ETAG && source.validator.last_modified.is_some() {
+                    IF_RANGE_DATE
+                } else {
+                    IF_RANGE_NONE
+                };
+                let _ = source.if_range_mode.compare_exchange(
+                    mode,
+                    next,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+                warn!(url = %redact_url(url), "server ignores If-Range although the file is unchanged; using another form");
+                Err(protocol(
+                    "server answered a range with the whole unchanged file; retrying with another If-Range form"
+                        .into(),
+                ))
+            }
+            Refusal::WholeUnchanged => Err(changed(
+                "server sent the whole file instead of the range: it stopped serving ranges".into(),
+            )),
+        }
+    }
+
+    /// Source `idx` gives one file different ETags on different
+    /// connections while its size and Last-Modified stay the same: from now
+    /// on the date pins the version (in `If-Range` and in every check), and
+    /// the user hears of it once.
+    fn etags_flip(&self, idx: usize, reason: &str) {
+        let source = &self.sources[idx];
+        if source.set_etag_unstable() {
+            source.if_range_mode.store(IF_RANGE_DATE, Ordering::Relaxed);
+            let protection = if self.policy.expected_hash {
+                "the expected SHA-256 decides"
+            } else {
+                "pass --sha256 to protect the file"
+            };
+            self.emit(Event::Notice {
+                message: format!(
+                    "{} gives this file different ETags on different connections ({reason}) while its size and Last-Modified stay the same, as load-balanced servers do; using Last-Modified to pin the version ({protection})",
+                    redact_url(&source.original)
+                ),
+            });
         }
     }
 

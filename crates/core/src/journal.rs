@@ -14,6 +14,7 @@
 //! chunk 8388608
 //! etag "abc"
 //! last-modified Tue, 15 Nov 1994 08:12:31 GMT
+//! etag-unstable                  (only when the ETags flip between backends)
 //! hashed 16777216 <hex of the serialized SHA-256 state>
 //! done 0 16777216
 //! done 33554432 41943040
@@ -51,6 +52,9 @@ pub struct Journal {
     pub etag: Option<String>,
     /// The remote's Last-Modified when the download started.
     pub last_modified: Option<String>,
+    /// Whether the remote's ETags were seen to flip between backends (a
+    /// load-balanced farm), so that only `last_modified` pins the version.
+    pub etag_unstable: bool,
     /// Bytes durably written, sorted and disjoint.
     pub done: RangeSet,
     /// Length of the prefix whose hash state is recorded.
@@ -128,6 +132,9 @@ impl Journal {
         if let Some(date) = self.last_modified.as_deref().filter(|v| single_line(v)) {
             let _ = writeln!(body, "last-modified {date}");
         }
+        if self.etag_unstable {
+            let _ = writeln!(body, "etag-unstable");
+        }
         let _ = writeln!(body, "hashed {} {}", self.hashed, hex(&self.hash_state));
         for range in self.done.ranges() {
             let _ = writeln!(body, "done {} {}", range.start, range.end);
@@ -167,6 +174,7 @@ impl Journal {
             chunk_size: 0,
             etag: None,
             last_modified: None,
+            etag_unstable: false,
             done: RangeSet::new(),
             hashed: 0,
             hash_state: Vec::new(),
@@ -192,6 +200,7 @@ impl Journal {
                 }
                 "etag" => journal.etag = Some(value.to_owned()),
                 "last-modified" => journal.last_modified = Some(value.to_owned()),
+                "etag-unstable" if value.is_empty() => journal.etag_unstable = true,
                 "hashed" => {
                     let (count, state) = value.split_once(' ').unwrap_or((value, ""));
                     journal.hashed = parse_decimal(count).ok_or(malformed.clone())?;
@@ -250,6 +259,7 @@ mod tests {
             chunk_size: 100,
             etag: Some("\"v1\"".into()),
             last_modified: Some("Tue, 15 Nov 1994 08:12:31 GMT".into()),
+            etag_unstable: false,
             done,
             hashed: 64,
             hash_state: vec![1, 2, 3, 255],
@@ -260,6 +270,12 @@ mod tests {
     fn roundtrip() {
         let journal = sample();
         assert_eq!(Journal::decode(&journal.encode()), Ok(journal));
+        let farm = Journal {
+            etag_unstable: true,
+            ..sample()
+        };
+        assert!(String::from_utf8_lossy(&farm.encode()).contains("\netag-unstable\n"));
+        assert_eq!(Journal::decode(&farm.encode()), Ok(farm));
     }
 
     #[test]
@@ -300,7 +316,7 @@ mod tests {
             }
             let hashed = if state.is_empty() { 0 } else { done.prefix_end() };
             let state = if hashed == 0 { Vec::new() } else { state };
-            let journal = Journal { url: "https://h/x".into(), total, chunk_size: chunk, etag, last_modified: None, done, hashed, hash_state: state };
+            let journal = Journal { url: "https://h/x".into(), total, chunk_size: chunk, etag, last_modified: None, etag_unstable: false, done, hashed, hash_state: state };
             let bytes = journal.encode();
             prop_assert_eq!(Journal::decode(&bytes), Ok(journal));
             for cut in 0..bytes.len() {

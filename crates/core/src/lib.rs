@@ -65,21 +65,36 @@
 
 #![warn(missing_docs)]
 
-// The pipeline, in the order data flows through it.
-mod commit;
-pub mod download;
-mod fetch;
-pub mod plan;
-mod pool;
-pub mod probe;
-mod progress;
-mod resume;
-mod reuse;
-mod sources;
-pub mod store;
-mod stream;
+// The pipeline, in the order data flows through it; each line a group of
+// its own, so that rustfmt keeps the order.
 mod transport;
+// Stage 1: size, ranges and the validator that pins the version.
+pub mod probe;
+// Every response is checked against the probe before a byte is written.
+mod admit;
+// Stage 2: the chunk scheduler.
+pub mod plan;
+// Mirrors and their state.
+mod sources;
+// How many connections.
+mod pool;
+// Stage 3: the connections, and the one-stream fallback.
+mod fetch;
+mod stream;
+// Progress events.
+mod progress;
+// Stage 4: the part file.
+pub mod store;
+// Stage 5: streaming SHA-256.
 pub mod verify;
+// The journal's checkpoints and the resume decision.
+mod resume;
+// Stage 6: publish.
+mod commit;
+// Finishing without fetching: an output in place, the cache.
+mod reuse;
+// The public face and the orchestrator.
+pub mod download;
 // Policies and parsers of untrusted input, used by the stages.
 pub mod cache;
 pub mod cancel;

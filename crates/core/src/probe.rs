@@ -8,51 +8,15 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::header::{self, HeaderMap};
+use reqwest::header;
 use reqwest::{Client, Response, StatusCode, Url};
 
+pub use crate::admit::Validator;
+use crate::admit::{Refusal, content_coding, content_range};
 use crate::error::{Error, ErrorKind, Result};
-use crate::header::{parse_content_length, parse_etag};
+use crate::header::parse_content_length;
 use crate::range::{ByteRange, format_range_header, parse_content_range};
 use crate::transport::{header_str, send_within, status_error};
-
-/// What pins the version of the remote file: its strong `ETag` and its
-/// `Last-Modified` date, as the server sent them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Validator {
-    /// The strong entity tag, quoted, exactly as sent. Weak tags are not
-    /// kept: they cannot vouch for byte-identical content.
-    pub etag: Option<String>,
-    /// The `Last-Modified` value exactly as sent.
-    pub last_modified: Option<String>,
-}
-
-impl Validator {
-    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
-        let etag = header_str(headers, header::ETAG)
-            .and_then(parse_etag)
-            .filter(|tag| !tag.weak)
-            .map(|tag| tag.header_value());
-        let last_modified = header_str(headers, header::LAST_MODIFIED).map(str::to_owned);
-        Self {
-            etag,
-            last_modified,
-        }
-    }
-
-    /// The value for `If-Range`: the strong ETag, else the date.
-    pub(crate) fn if_range(&self) -> Option<&str> {
-        self.etag.as_deref().or(self.last_modified.as_deref())
-    }
-
-    /// Whether a response's validators contradict ours. A missing header is
-    /// no contradiction; a different one is.
-    pub(crate) fn contradicts(&self, other: &Validator) -> bool {
-        let differs =
-            |a: &Option<String>, b: &Option<String>| matches!((a, b), (Some(a), Some(b)) if a != b);
-        differs(&self.etag, &other.etag) || differs(&self.last_modified, &other.last_modified)
-    }
-}
 
 /// The remote file as the probe found it.
 #[derive(Clone, Debug)]
@@ -73,10 +37,18 @@ pub struct Remote {
 
 /// The probe response's body, which the fetch stage consumes.
 pub(crate) enum FirstBody {
-    /// A `206` whose body is `range` of the file.
+    /// A `206` whose body starts with `range` of the file (the part that
+    /// was asked for; the server may send more, which is not used).
     Partial(Response, ByteRange),
-    /// A `200` whose body is the whole file.
+    /// A `200` whose body is the whole file, in identity encoding.
     Whole(Response),
+    /// A `200` whose body is the whole file in this content coding
+    /// (`gzip`, `br`…): one stream, decoded, or a clear error.
+    Encoded(Response, String),
+    /// A body that cannot be used as it is (a `206` of unknown total, or an
+    /// encoded range): the single stream asks for the whole file again,
+    /// expecting this coding, if any.
+    Refetch(Option<String>),
     /// The file is empty (`416` with `bytes */0`, or a `200` of length 0).
     Empty,
 }
@@ -88,11 +60,11 @@ pub(crate) async fn probe(
     first_len: u64,
     timeout: Duration,
 ) -> Result<(Remote, FirstBody)> {
-    let range = ByteRange::new(0, first_len.max(1));
+    let asked = ByteRange::new(0, first_len.max(1));
     let mut request = client
         .get(url.clone())
         .header(header::ACCEPT_ENCODING, "identity");
-    if let Some(value) = format_range_header(range) {
+    if let Some(value) = format_range_header(asked) {
         request = request.header(header::RANGE, value);
     }
     let sent = Instant::now();
@@ -100,54 +72,51 @@ pub(crate) async fn probe(
     let latency = sent.elapsed();
     let final_url = response.url().clone();
     let headers = response.headers();
-    let validator = Validator::from_headers(headers);
+    let remote = |total: Option<u64>, ranges: bool| Remote {
+        url: final_url.clone(),
+        total,
+        ranges,
+        validator: Validator::from_headers(headers),
+        latency,
+    };
+    let protocol = |message: String| Error::new(ErrorKind::Protocol, message).with_url(&final_url);
     match response.status() {
         StatusCode::PARTIAL_CONTENT => {
-            let value = header_str(headers, header::CONTENT_RANGE).ok_or_else(|| {
-                Error::new(ErrorKind::Protocol, "206 response without Content-Range")
-                    .with_url(&final_url)
-            })?;
-            let content_range = parse_content_range(value).map_err(|e| {
-                Error::new(ErrorKind::Protocol, "bad Content-Range")
-                    .with_url(&final_url)
-                    .with_source(e)
-            })?;
-            let (Some(got), Some(total)) = (content_range.range, content_range.total) else {
-                return Err(Error::new(
-                    ErrorKind::Protocol,
-                    format!("unusable Content-Range {value:?}"),
-                )
-                .with_url(&final_url));
-            };
-            if got.start != 0 || got.end > range.end {
-                return Err(Error::new(
-                    ErrorKind::Protocol,
-                    format!("asked for bytes {range}, server sent {got}"),
-                )
-                .with_url(&final_url));
+            if let Some(coding) = content_coding(headers) {
+                // A range of an encoded representation is no range of the file.
+                return Ok((remote(None, false), FirstBody::Refetch(Some(coding))));
             }
-            let remote = Remote {
-                url: final_url,
-                total: Some(total),
-                ranges: true,
-                validator,
-                latency,
+            let (got, total) = content_range(headers).map_err(|refusal| match refusal {
+                Refusal::Protocol(message) => protocol(message),
+                other => protocol(format!("{other:?}")),
+            })?;
+            if got.start != 0 {
+                return Err(protocol(format!(
+                    "asked for bytes {asked}, server sent {got}"
+                )));
+            }
+            let Some(total) = total else {
+                // `bytes 0-N/*`: ranges work, but without the size there is
+                // no plan; one stream of the whole file instead.
+                return Ok((remote(None, false), FirstBody::Refetch(None)));
             };
-            Ok((remote, FirstBody::Partial(response, got)))
+            let first = ByteRange::new(0, got.end.min(asked.end));
+            Ok((
+                remote(Some(total), true),
+                FirstBody::Partial(response, first),
+            ))
         }
         StatusCode::OK => {
-            let total = header_str(headers, header::CONTENT_LENGTH).and_then(parse_content_length);
-            let remote = Remote {
-                url: final_url,
-                total,
-                ranges: false,
-                validator,
-                latency,
-            };
-            if total == Some(0) {
-                return Ok((remote, FirstBody::Empty));
+            if let Some(coding) = content_coding(headers) {
+                let found = remote(None, false);
+                return Ok((found, FirstBody::Encoded(response, coding)));
             }
-            Ok((remote, FirstBody::Whole(response)))
+            let total = header_str(headers, header::CONTENT_LENGTH).and_then(parse_content_length);
+            let found = remote(total, false);
+            if total == Some(0) {
+                return Ok((found, FirstBody::Empty));
+            }
+            Ok((found, FirstBody::Whole(response)))
         }
         StatusCode::RANGE_NOT_SATISFIABLE => {
             // S3 and others answer any range on an empty object this way.
@@ -155,17 +124,13 @@ pub(crate) async fn probe(
                 .and_then(|v| parse_content_range(v).ok())
                 .and_then(|cr| cr.total);
             if total == Some(0) {
-                let remote = Remote {
-                    url: final_url,
-                    total: Some(0),
-                    ranges: true,
-                    validator,
-                    latency,
-                };
-                return Ok((remote, FirstBody::Empty));
+                return Ok((remote(Some(0), true), FirstBody::Empty));
             }
             Err(status_error(&response, &final_url))
         }
+        StatusCode::NOT_MODIFIED => Err(protocol(
+            "server answered 304 Not Modified to a request that asked for none".into(),
+        )),
         _ => Err(status_error(&response, &final_url)),
     }
 }

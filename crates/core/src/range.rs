@@ -89,9 +89,12 @@ pub fn parse_content_range(value: &str) -> Result<ContentRange, ContentRangeErro
         value: value.chars().take(80).collect(),
         reason,
     };
-    let rest = value
-        .trim()
-        .strip_prefix("bytes")
+    // Range units are case-insensitive (RFC 9110 §14.1): `BYTES` is fine.
+    let trimmed = value.trim();
+    let rest = trimmed
+        .get(..5)
+        .filter(|unit| unit.eq_ignore_ascii_case("bytes"))
+        .and_then(|_| trimmed.get(5..))
         .ok_or_else(|| err("unit is not bytes"))?;
     // RFC 9110 requires exactly one space; be lenient about extra whitespace.
     let rest = rest.trim_start();

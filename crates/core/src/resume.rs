@@ -26,6 +26,11 @@ pub fn state_path(output: &Path) -> PathBuf {
     with_suffix(output, ".part.state")
 }
 
+/// `<out>.part.lock`: held by the one download writing `<out>.part`.
+pub(crate) fn lock_path(output: &Path) -> PathBuf {
+    with_suffix(output, ".part.lock")
+}
+
 fn with_suffix(output: &Path, suffix: &str) -> PathBuf {
     let mut name = output.as_os_str().to_owned();
     name.push(suffix);
@@ -42,6 +47,7 @@ fn checkpoint(fetcher: &Fetcher, template: &Journal, state_path: &Path) -> std::
     fetcher.part.sync_data()?;
     let journal = Journal {
         done,
+        etag_unstable: fetcher.sources[0].etag_unstable(),
         hashed: progress.hashed,
         hash_state: progress.state,
         ..template.clone()
@@ -209,8 +215,12 @@ pub(crate) fn load(
         ));
     }
     let same_total = remote.total == Some(journal.total);
-    let same_validator = remote.validator.etag == journal.etag
-        && remote.validator.last_modified == journal.last_modified;
+    // Exactly the validators of the first run: one that changed, appeared
+    // or disappeared is another version. A farm whose ETags flip is pinned
+    // by its date alone.
+    let same_validator = (journal.etag_unstable || remote.validator.etag == journal.etag)
+        && remote.validator.last_modified == journal.last_modified
+        && !(journal.etag_unstable && journal.last_modified.is_none());
     if !same_total || !same_validator {
         let what = if !same_total {
             format!(

@@ -45,6 +45,31 @@ pub(crate) async fn already_present(
     }))
 }
 
+/// `output`, just published by another download of it that this one waited
+/// for: its own SHA-256, unverified (no hash was expected).
+pub(crate) async fn published(output: &Path, started: Instant) -> Result<Option<Outcome>> {
+    let Ok(meta) = std::fs::metadata(output) else {
+        return Ok(None);
+    };
+    let path = output.to_owned();
+    let digest = tokio::task::spawn_blocking(move || hash_file(&path))
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, "hashing task failed").with_source(e))?
+        .map_err(|e| Error::io(format!("cannot read {}", output.display()), e))?;
+    Ok(Some(Outcome {
+        path: output.to_owned(),
+        bytes: meta.len(),
+        sha256: digest,
+        verified: false,
+        already_present: true,
+        from_cache: false,
+        elapsed: started.elapsed(),
+        retries: 0,
+        resumed_bytes: meta.len(),
+        connections: 0,
+    }))
+}
+
 /// Places a verified cached copy at `output`, if the cache has one; says
 /// so with a notice naming the network error it stands in for, if any.
 pub(crate) async fn from_cache(

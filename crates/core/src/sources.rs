@@ -30,6 +30,8 @@ pub(crate) struct Source {
     /// This source's own validator, pinned by its probe.
     pub validator: Validator,
     pub(crate) if_range_mode: AtomicU8,
+    /// Set once the source's ETags are seen to flip between backends.
+    etag_unstable: AtomicBool,
     pub(crate) alive: AtomicBool,
     pub(crate) consecutive_failures: AtomicU32,
     pub(crate) re_resolves: AtomicU32,
@@ -41,16 +43,21 @@ pub(crate) struct Source {
 
 impl Source {
     pub(crate) fn new(original: Url, url: Url, validator: Validator) -> Self {
-        let mode = if validator.etag.is_some() {
+        // A weak ETag never goes in If-Range (RFC 9110 §13.1.5); it is still
+        // compared on every response.
+        let mode = if validator.strong_etag().is_some() {
             IF_RANGE_ETAG
-        } else {
+        } else if validator.last_modified.is_some() {
             IF_RANGE_DATE
+        } else {
+            IF_RANGE_NONE
         };
         Self {
             original,
             url: RwLock::new(url),
             validator,
             if_range_mode: AtomicU8::new(mode),
+            etag_unstable: AtomicBool::new(false),
             alive: AtomicBool::new(true),
             consecutive_failures: AtomicU32::new(0),
             re_resolves: AtomicU32::new(0),
@@ -65,6 +72,17 @@ impl Source {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Whether this source's ETags flip between backends, so that only its
+    /// Last-Modified pins the version.
+    pub(crate) fn etag_unstable(&self) -> bool {
+        self.etag_unstable.load(Ordering::Relaxed)
+    }
+
+    /// Marks the ETags unstable; returns whether this call did.
+    pub(crate) fn set_etag_unstable(&self) -> bool {
+        !self.etag_unstable.swap(true, Ordering::Relaxed)
     }
 
     pub(crate) fn if_range(&self, mode: u8) -> Option<&str> {
@@ -161,20 +179,33 @@ impl Sources {
     }
 }
 
-/// Probes every mirror for its size and validator; a mirror that cannot
-/// be reached, serves no ranges, or disagrees on the size is dropped with
-/// an event.
+/// What a mirror is compared with: the primary as its probe found it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MirrorProbe<'a> {
+    pub total: Option<u64>,
+    pub validator: &'a Validator,
+    /// Whether an expected SHA-256 will check the bytes.
+    pub expected_hash: bool,
+    pub timeout: std::time::Duration,
+}
+
+/// Probes every mirror for its size and validator. A mirror that cannot be
+/// reached, serves no ranges, or disagrees on the size is dropped with an
+/// event. One whose validators are not the primary's (another ETag, none at
+/// all) serves bytes that cannot be shown to be the same file: without an
+/// expected hash it is kept out of this download (it stands by, should the
+/// primary fail), with a notice; with one, the hash decides.
 pub(crate) async fn probe_mirrors(
     client: &Client,
     mirrors: &[Url],
-    total: Option<u64>,
-    timeout: std::time::Duration,
+    primary: MirrorProbe<'_>,
     events: Option<&EventSink>,
 ) -> Vec<Source> {
     let mut probes = JoinSet::new();
     for (idx, mirror) in mirrors.iter().enumerate() {
         let client = client.clone();
         let mirror = mirror.clone();
+        let timeout = primary.timeout;
         probes.spawn(async move {
             (
                 idx,
@@ -183,10 +214,29 @@ pub(crate) async fn probe_mirrors(
             )
         });
     }
+    let emit = |event| {
+        if let Some(sink) = events {
+            sink(event);
+        }
+    };
     let mut found = Vec::new();
     while let Some(Ok((idx, mirror, result))) = probes.join_next().await {
         let reason = match result {
-            Ok((remote, _)) if remote.ranges && remote.total == total => {
+            Ok((remote, _))
+                if remote.ranges
+                    && remote.total == primary.total
+                    && !primary.expected_hash
+                    && !primary.validator.same_version(&remote.validator) =>
+            {
+                emit(Event::Notice {
+                    message: format!(
+                        "not mixing bytes of {} into this download: its ETag or Last-Modified differ from the primary's (or neither has any), so without --sha256 its bytes cannot be shown to be the same file; it is used only if the primary fails",
+                        redact_url(&mirror)
+                    ),
+                });
+                continue;
+            }
+            Ok((remote, _)) if remote.ranges && remote.total == primary.total => {
                 found.push((idx, Source::new(mirror, remote.url, remote.validator)));
                 continue;
             }
@@ -194,15 +244,13 @@ pub(crate) async fn probe_mirrors(
             Ok((remote, _)) => format!(
                 "its size ({} bytes) differs from the primary's ({} bytes)",
                 remote.total.unwrap_or(0),
-                total.unwrap_or(0)
+                primary.total.unwrap_or(0)
             ),
             Err(error) => error.to_string(),
         };
         let url = redact_url(&mirror);
         warn!(%url, %reason, "dropping mirror");
-        if let Some(sink) = events {
-            sink(Event::MirrorDropped { url, reason });
-        }
+        emit(Event::MirrorDropped { url, reason });
     }
     found.sort_by_key(|(idx, _)| *idx);
     found.into_iter().map(|(_, source)| source).collect()
