@@ -5,18 +5,18 @@
 mod support;
 
 // Caching: the verified, content-addressed cache and its hits, misses and eviction.
-// mod cache;
+mod cache;
 // Faults: the test server's fault script, one module per kind of fault.
 mod faults;
 // Get: `get`, `hash` and `verify` against the fault-free test server, and the exit codes.
 mod get;
 // JSON: the `--json` event lines and summary, completions, and no colour on a pipe.
-// mod json;
+mod json;
 // nginx: a real web server whose range handling we did not write.
-// mod nginx;
+mod nginx;
 // Proxies: `--proxy` and the proxy variables, through a real tinyproxy.
-// mod proxy;
+mod proxy;
 // Resume: Ctrl-C, kill -9, a damaged journal, a changed remote, a full disk.
-// mod resume;
+mod resume;
 // TLS: HTTPS against nginx with a private CA.
-// mod tls;
+mod tls;

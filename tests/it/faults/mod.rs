@@ -16,17 +16,17 @@ use crate::support::Run;
 // Cut-off responses: the retry asks for the rest of the range, from the byte where it stopped.
 mod cuts;
 // Slow and stalled connections.
-// mod stalls;
+mod stalls;
 // Error statuses.
-// mod statuses;
+mod statuses;
 // Wrong headers and wrong bodies.
-// mod wrong_responses;
+mod wrong_responses;
 // Validators: a changed remote, and a CDN that mishandles `If-Range`.
-// mod validators;
+mod validators;
 // Redirects.
-// mod redirects;
+mod redirects;
 // Mirrors.
-// mod mirrors;
+mod mirrors;
 
 /// The GET requests a run sent to the server it was recorded against, in arrival order.
 fn gets(run: &Run) -> Vec<&RequestLog> {

@@ -8,10 +8,12 @@ pub mod nginx;
 pub mod pki;
 pub mod program;
 pub mod proxy;
+pub mod rng;
 pub mod scenario;
+pub mod server;
 
-pub use binary::{Run, run, settled_body_bytes, spawn};
-pub use check::{Expect, assert_exit, check};
+pub use binary::{Run, run, settled_body_bytes};
+pub use check::{Expect, assert_exit};
 pub use files::{
     KIB, MIB, WRONG_SHA256, files_under, sha256_bytes, sha256_file, tempdir, with_suffix,
     write_random_file,
@@ -20,4 +22,6 @@ pub use nginx::{Nginx, NginxOptions};
 pub use pki::TestPki;
 pub use program::closed_port;
 pub use proxy::{Tinyproxy, TinyproxyOptions};
+pub use rng::SeededRng;
 pub use scenario::{Ran, Scenario};
+pub use server::start_server;

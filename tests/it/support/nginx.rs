@@ -20,6 +20,16 @@ pub struct NginxOptions<'a> {
     pub tls: Option<&'a TestPki>,
 }
 
+impl<'a> NginxOptions<'a> {
+    /// HTTPS with `pki`'s server certificate, and otherwise the defaults.
+    pub fn tls(pki: &'a TestPki) -> Self {
+        Self {
+            tls: Some(pki),
+            ..Self::default()
+        }
+    }
+}
+
 /// A running nginx; see the module documentation.
 pub struct Nginx {
     child: Child,

@@ -159,8 +159,7 @@ impl<'s> Scenario<'s> {
     /// Runs, then checks the run against `expect` ([`Expect::success_of_file`] meaning the
     /// scenario's file); returns the run for further assertions.
     pub fn expect(self, expect: Expect) -> Ran {
-        let file = self.file.clone();
-        self.run().expect(resolve(expect, file.as_ref()))
+        self.run().expect(expect)
     }
 
     /// Runs without checking anything.
@@ -281,11 +280,17 @@ pub struct Spawned<'s> {
 }
 
 impl Spawned<'_> {
+    /// The output file's path.
+    pub fn out(&self) -> &Path {
+        &self.out
+    }
+
     /// Waits for the exit.
     pub fn wait(self) -> Ran {
         Ran {
             run: self.running.wait(),
             out: self.out,
+            file: self.file,
             server: None,
             _dir: self.dir,
         }
@@ -293,7 +298,6 @@ impl Spawned<'_> {
 
     /// Waits for the exit and checks the run against `expect`.
     pub fn expect(self, expect: Expect) -> Ran {
-        let expect = resolve(expect, self.file.as_ref());
         self.wait().expect(expect)
     }
 
@@ -302,6 +306,7 @@ impl Spawned<'_> {
         Ran {
             run: self.running.kill(),
             out: self.out,
+            file: self.file,
             server: None,
             _dir: self.dir,
         }
@@ -329,6 +334,7 @@ pub struct Ran {
     pub run: Run,
     /// The output file's path.
     pub out: PathBuf,
+    file: Option<FileSpec>,
     server: Option<TestServer>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -341,8 +347,10 @@ impl Ran {
             .expect("only a scenario from Scenario::new starts a server of its own")
     }
 
-    fn expect(self, expect: Expect) -> Ran {
-        check(&self.run, &self.out, &expect);
+    /// Checks the run against `expect` ([`Expect::success_of_file`] meaning the scenario's
+    /// file); returns it for further assertions.
+    pub fn expect(self, expect: Expect) -> Ran {
+        check(&self.run, &self.out, &resolve(expect, self.file.as_ref()));
         self
     }
 }
