@@ -2,9 +2,7 @@
 //! over many connections, the same under nginx's per-connection `limit_rate`, and `hash` and
 //! `verify` on what nginx serves.
 
-use crate::support::{
-    Expect, MIB, Nginx, NginxOptions, Scenario, assert_exit, run, tempdir, write_random_file,
-};
+use crate::support::{Expect, MIB, Nginx, NginxOptions, Scenario, assert_exit, run};
 
 /// The access log's entries for `uri` with this status.
 fn log_entries(nginx: &Nginx, uri: &str, status: &str) -> Vec<String> {
@@ -33,10 +31,8 @@ fn logged_bytes(entries: &[String]) -> u64 {
 
 #[test]
 fn large_file_over_8_connections() {
-    let root = tempdir();
     let size = 64 * MIB;
-    let expected = write_random_file(root.path(), "big.bin", size, 21);
-    let nginx = Nginx::start(root.path(), &NginxOptions::default());
+    let (nginx, expected) = Nginx::serving("big.bin", size, 21, &NginxOptions::default());
     Scenario::url(nginx.url("/big.bin"))
         .args(&["--sha256", &expected, "-c", "8", "--chunk-size", "4MiB"])
         .expect(Expect::success(&expected));
@@ -63,11 +59,11 @@ fn large_file_over_8_connections() {
 
 #[test]
 fn rate_limited_nginx_with_4_connections() {
-    let root = tempdir();
     let size = 32 * MIB;
-    let expected = write_random_file(root.path(), "slow.bin", size, 22);
-    let nginx = Nginx::start(
-        root.path(),
+    let (nginx, expected) = Nginx::serving(
+        "slow.bin",
+        size,
+        22,
         &NginxOptions {
             limit_rate: Some("20m".to_owned()),
             ..NginxOptions::default()
@@ -86,9 +82,7 @@ fn rate_limited_nginx_with_4_connections() {
 
 #[test]
 fn hash_and_verify_agree_with_a_reference_sha256() {
-    let root = tempdir();
-    let expected = write_random_file(root.path(), "ref.bin", 5 * MIB + 3, 23);
-    let nginx = Nginx::start(root.path(), &NginxOptions::default());
+    let (nginx, expected) = Nginx::serving("ref.bin", 5 * MIB + 3, 23, &NginxOptions::default());
     let fetched = Scenario::url(nginx.url("/ref.bin")).expect(Expect::success(&expected));
     let dir = &fetched.dir;
 
@@ -106,7 +100,7 @@ fn hash_and_verify_agree_with_a_reference_sha256() {
 
     // The checksum file served by nginx too, as a mirror would publish it.
     std::fs::write(
-        root.path().join("SHA256SUMS"),
+        nginx.root().join("SHA256SUMS"),
         format!("{}  other.bin\n{expected}  ref.bin\n", "a".repeat(64)),
     )
     .expect("write SHA256SUMS");

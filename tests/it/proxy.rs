@@ -9,7 +9,7 @@ use rangefetch_testserver::{FileSpec, RequestLog, TestServer};
 use crate::support::nginx::lines_with_status;
 use crate::support::{
     Expect, MIB, Nginx, NginxOptions, Ran, Run, Scenario, TestPki, Tinyproxy, TinyproxyOptions,
-    closed_port, tempdir, write_random_file,
+    closed_port,
 };
 
 /// The size of the plain-HTTP file: several chunks of [`CHUNK`], so several requests.
@@ -33,13 +33,9 @@ fn chunked(scenario: Scenario<'_>) -> Scenario<'_> {
     scenario.args(&["--chunk-size", CHUNK, "-c", "4"])
 }
 
-/// A TLS nginx serving `size` seeded bytes as `/img.bin`, with the root it serves and the
-/// file's SHA-256.
-fn tls_nginx(pki: &TestPki, size: u64, seed: u64) -> (Nginx, tempfile::TempDir, String) {
-    let root = tempdir();
-    let expected = write_random_file(root.path(), "img.bin", size, seed);
-    let nginx = Nginx::start(root.path(), &NginxOptions::tls(pki));
-    (nginx, root, expected)
+/// A TLS nginx serving `size` seeded bytes as `/img.bin`, and the file's SHA-256.
+fn tls_nginx(pki: &TestPki, size: u64, seed: u64) -> (Nginx, String) {
+    Nginx::serving("img.bin", size, seed, &NginxOptions::tls(pki))
 }
 
 /// Asserts that the plain-HTTP download of `server`'s `/img.bin` went through `proxy`: the
@@ -199,7 +195,7 @@ fn proxy_flag_carries_plain_http_through_tinyproxy() {
 #[test]
 fn https_through_the_proxy_uses_connect() {
     let pki = TestPki::generate();
-    let (nginx, _root, expected) = tls_nginx(&pki, 3 * MIB, 23);
+    let (nginx, expected) = tls_nginx(&pki, 3 * MIB, 23);
     let proxy = Tinyproxy::start(&TinyproxyOptions {
         connect_ports: vec![nginx.port()],
         ..TinyproxyOptions::default()
@@ -307,7 +303,7 @@ fn no_proxy_for_another_host_still_uses_the_proxy() {
 #[test]
 fn https_proxy_variable_tunnels_an_https_url() {
     let pki = TestPki::generate();
-    let (nginx, _root, expected) = tls_nginx(&pki, MIB + 7, 29);
+    let (nginx, expected) = tls_nginx(&pki, MIB + 7, 29);
     let proxy = Tinyproxy::start(&TinyproxyOptions {
         connect_ports: vec![nginx.port()],
         ..TinyproxyOptions::default()
@@ -374,7 +370,7 @@ fn proxy_credentials_work_and_are_never_shown() {
 #[test]
 fn proxy_credentials_work_for_an_https_tunnel() {
     let pki = TestPki::generate();
-    let (nginx, _root, expected) = tls_nginx(&pki, MIB + 3, 31);
+    let (nginx, expected) = tls_nginx(&pki, MIB + 3, 31);
     let proxy = Tinyproxy::start(&TinyproxyOptions {
         connect_ports: vec![nginx.port()],
         basic_auth: Some((USER.to_owned(), PASSWORD.to_owned())),
@@ -427,7 +423,7 @@ fn proxy_refusing_the_credentials_fails_with_a_hint_naming_it() {
 #[test]
 fn proxy_refusing_a_tunnel_fails_with_a_hint_naming_it() {
     let pki = TestPki::generate();
-    let (nginx, _root, expected) = tls_nginx(&pki, 1000, 37);
+    let (nginx, expected) = tls_nginx(&pki, 1000, 37);
     // No ConnectPort for nginx's port: tinyproxy answers the CONNECT with 403.
     let proxy = Tinyproxy::start(&TinyproxyOptions::default());
     let ca = pki.ca_pem();

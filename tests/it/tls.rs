@@ -8,26 +8,21 @@ use std::time::Duration;
 use rangefetch_testserver::FileSpec;
 
 use crate::support::nginx::lines_with_status;
-use crate::support::{
-    Expect, MIB, Nginx, NginxOptions, Scenario, TestPki, tempdir, write_random_file,
-};
+use crate::support::{Expect, MIB, Nginx, NginxOptions, Scenario, TestPki};
 
 /// A certificate error must come back well within this: no retries, no backoff.
 const NO_RETRY_BOUND: Duration = Duration::from_secs(5);
 
-/// Serves a 3 MiB file over TLS; returns the certificates, nginx, the served root and the
-/// file's SHA-256.
-fn tls_server() -> (TestPki, Nginx, tempfile::TempDir, String) {
+/// Serves a 3 MiB file over TLS; returns the certificates, nginx and the file's SHA-256.
+fn tls_server() -> (TestPki, Nginx, String) {
     let pki = TestPki::generate();
-    let root = tempdir();
-    let expected = write_random_file(root.path(), "img.bin", 3 * MIB, 41);
-    let nginx = Nginx::start(root.path(), &NginxOptions::tls(&pki));
-    (pki, nginx, root, expected)
+    let (nginx, expected) = Nginx::serving("img.bin", 3 * MIB, 41, &NginxOptions::tls(&pki));
+    (pki, nginx, expected)
 }
 
 #[test]
 fn ca_cert_makes_a_private_ca_trusted() {
-    let (pki, nginx, _root, expected) = tls_server();
+    let (pki, nginx, expected) = tls_server();
     let ca = pki.ca_pem();
     let ca = ca.to_str().expect("a UTF-8 temp path");
     for url in [nginx.url("/img.bin"), nginx.localhost_url("/img.bin")] {
@@ -58,7 +53,7 @@ fn ca_cert_makes_a_private_ca_trusted() {
 
 #[test]
 fn without_ca_cert_a_private_ca_is_a_certificate_error_that_is_not_retried() {
-    let (_pki, nginx, _root, expected) = tls_server();
+    let (_pki, nginx, expected) = tls_server();
     let run = Scenario::url(nginx.url("/img.bin"))
         .args(&["--sha256", &expected, "--json"])
         .expect(

@@ -37,17 +37,12 @@ pub fn rangefetch() -> Command {
 
 /// Runs `rangefetch ARGS` in `dir`, without a server to account for.
 pub fn run(dir: &Path, args: &[&str]) -> Run {
-    spawn(dir, args, None).wait()
+    spawn_env(dir, args, None, &[]).wait()
 }
 
-/// Starts `rangefetch ARGS` in `dir`; `server`, if given, is snapshotted now so that the
-/// finished [`Run`] reports only what this run cost it.
-pub fn spawn<'s>(dir: &Path, args: &[&str], server: Option<&'s TestServer>) -> Running<'s> {
-    spawn_env(dir, args, server, &[])
-}
-
-/// [`spawn`], with these environment variables added to the clean environment of
-/// [`rangefetch`].
+/// Starts `rangefetch ARGS` in `dir`, with these environment variables added to the clean
+/// environment of [`rangefetch`]; `server`, if given, is snapshotted now so that the finished
+/// [`Run`] reports only what this run cost it.
 pub fn spawn_env<'s>(
     dir: &Path,
     args: &[&str],
@@ -263,12 +258,19 @@ pub struct Served {
 /// A finished run of the binary.
 #[derive(Debug)]
 pub struct Run {
+    /// The arguments, without the program name.
     pub args: Vec<String>,
+    /// The working directory it ran in.
     pub dir: PathBuf,
+    /// How it ended.
     pub status: ExitStatus,
+    /// Everything it printed to stdout.
     pub stdout: String,
+    /// Everything it printed to stderr.
     pub stderr: String,
+    /// From the spawn to the exit.
     pub elapsed: Duration,
+    /// What the server it was recorded against saw during the run; `None` if none was.
     pub served: Option<Served>,
 }
 

@@ -1,5 +1,5 @@
 //! Files and directories of a test: sizes, a fresh temporary directory, hashes of files and
-//! bytes, a served file written with seeded content, and the files under a directory.
+//! bytes, and the files under a directory.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -52,15 +52,6 @@ pub fn sha256_bytes(bytes: &[u8]) -> String {
 
 fn hex(digest: &[u8]) -> String {
     digest.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// Writes `size` seeded pseudo-random bytes to `root/name` (for nginx to serve); returns
-/// their SHA-256, computed here from the bytes themselves.
-pub fn write_random_file(root: &Path, name: &str, size: u64, seed: u64) -> String {
-    let mut bytes = vec![0u8; usize::try_from(size).expect("a test file fits in memory")];
-    rangefetch_testserver::fill(seed, 0, &mut bytes);
-    std::fs::write(root.join(name), &bytes).expect("write the served file");
-    sha256_bytes(&bytes)
 }
 
 /// Every regular file under `dir`, recursively (none if `dir` does not exist).

@@ -6,6 +6,7 @@ pub mod check;
 pub mod files;
 pub mod nginx;
 pub mod pki;
+pub mod port;
 pub mod program;
 pub mod proxy;
 pub mod rng;
@@ -16,11 +17,10 @@ pub use binary::{Run, run, settled_body_bytes};
 pub use check::{Expect, assert_exit};
 pub use files::{
     KIB, MIB, WRONG_SHA256, files_under, sha256_bytes, sha256_file, tempdir, with_suffix,
-    write_random_file,
 };
 pub use nginx::{Nginx, NginxOptions};
 pub use pki::TestPki;
-pub use program::closed_port;
+pub use port::closed_port;
 pub use proxy::{Tinyproxy, TinyproxyOptions};
 pub use rng::SeededRng;
 pub use scenario::{Ran, Scenario};

@@ -1,15 +1,16 @@
-//! A real nginx serving a directory on a loopback port, over HTTP or, with a [`TestPki`],
-//! HTTPS, with its configuration, pid file and logs in a temporary directory of its own.
-//! Dropping it kills the process.
+//! A real nginx serving a file of seeded bytes on a loopback port, over HTTP or, with a
+//! [`TestPki`], HTTPS, with the directory it serves, its configuration, pid file and logs in
+//! temporary directories of its own. Dropping it kills the process.
 
 use std::net::{Ipv4Addr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::files::read_lossy;
+use super::files::{read_lossy, sha256_bytes, tempdir};
 use super::pki::TestPki;
-use super::program::{find_program, free_port};
+use super::port::free_port;
+use super::program::find_program;
 
 /// Settings of a started [`Nginx`].
 #[derive(Clone, Debug, Default)]
@@ -36,12 +37,23 @@ pub struct Nginx {
     port: u16,
     scheme: &'static str,
     dir: tempfile::TempDir,
+    root: tempfile::TempDir,
 }
 
 impl Nginx {
+    /// Serves `size` seeded pseudo-random bytes as `/name`; returns nginx and the file's
+    /// SHA-256, computed here from the bytes themselves.
+    pub fn serving(name: &str, size: u64, seed: u64, options: &NginxOptions) -> (Nginx, String) {
+        let root = tempdir();
+        let mut bytes = vec![0u8; usize::try_from(size).expect("a test file fits in memory")];
+        rangefetch_testserver::fill(seed, 0, &mut bytes);
+        std::fs::write(root.path().join(name), &bytes).expect("write the served file");
+        (Self::start(root, options), sha256_bytes(&bytes))
+    }
+
     /// Serves `root` and waits until nginx accepts connections; a port taken between choosing
     /// and binding it is retried with another.
-    pub fn start(root: &Path, options: &NginxOptions) -> Nginx {
+    fn start(root: tempfile::TempDir, options: &NginxOptions) -> Nginx {
         let program = find_program("nginx", "nginx-light");
         let version = Command::new(&program)
             .arg("-V")
@@ -70,7 +82,7 @@ impl Nginx {
             let conf_path = dir.path().join("nginx.conf");
             std::fs::write(
                 &conf_path,
-                nginx_conf(dir.path(), root, port, options, &build_flags),
+                nginx_conf(dir.path(), root.path(), port, options, &build_flags),
             )
             .expect("write nginx.conf");
             let error_log = dir.path().join("error.log");
@@ -112,6 +124,7 @@ impl Nginx {
                         port,
                         scheme,
                         dir,
+                        root,
                     };
                 }
                 Some(status) => {
@@ -124,6 +137,11 @@ impl Nginx {
             }
         }
         panic!("nginx could not bind a free loopback port in 5 attempts:\n{last_failure}");
+    }
+
+    /// The directory it serves, for more files.
+    pub fn root(&self) -> PathBuf {
+        self.root.path().to_owned()
     }
 
     /// The port it listens on.

@@ -2,7 +2,6 @@
 //! sbin directories, or the test fails saying how to install them. A test that needs one
 //! never skips.
 
-use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
@@ -36,20 +35,4 @@ pub fn find_program(name: &str, package: &str) -> PathBuf {
                  `cargo xtask test`, which installs it, or `apt-get install {package}`"
             )
         })
-}
-
-/// A loopback port that was free a moment ago, for a server that takes its port from its
-/// configuration file; its starter retries another if the port is taken by then.
-pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .expect("bind a loopback port")
-        .port()
-}
-
-/// A loopback port on which nothing listens: connecting to it is refused.
-pub fn closed_port() -> u16 {
-    // Nothing binds a port the kernel just handed out and took back in the moment a test
-    // needs it, except another test doing the same; that would only make the refusal late.
-    free_port()
 }

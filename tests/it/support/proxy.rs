@@ -7,7 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::files::read_lossy;
-use super::program::{find_program, free_port};
+use super::port::free_port;
+use super::program::find_program;
 
 /// Settings of a started [`Tinyproxy`].
 #[derive(Clone, Debug, Default)]
