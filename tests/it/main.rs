@@ -8,6 +8,8 @@ mod support;
 mod cache;
 // Faults: the test server's fault script, one module per kind of fault.
 mod faults;
+// Integrity: never wrong bytes with exit 0 — validators, encodings, framing, own files.
+mod integrity;
 // Get: `get`, `hash` and `verify` against the fault-free test server, and the exit codes.
 mod get;
 // JSON: the `--json` event lines and summary, completions, and no colour on a pipe.

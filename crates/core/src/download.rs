@@ -435,7 +435,9 @@ impl Download {
         if let Some(lock) = OutputLock::try_acquire(&lock_path).map_err(io_err)? {
             return Ok(Locked::Ours(lock));
         }
-        let waited_from = std::time::SystemTime::now();
+        // What was at the output before: a file that is there afterwards and
+        // is another file was published by the download we waited for.
+        let before = std::fs::symlink_metadata(&self.output).ok();
         self.emit(Event::Notice {
             message: format!(
                 "another download is writing {}; waiting for it to finish",
@@ -451,11 +453,12 @@ impl Download {
                 break lock;
             }
         };
-        let published = std::fs::metadata(&self.output)
-            .ok()
-            .filter(|meta| meta.is_file())
-            .and_then(|meta| meta.modified().ok())
-            .is_some_and(|modified| modified >= waited_from);
+        let published = std::fs::symlink_metadata(&self.output).is_ok_and(|now| {
+            now.is_file()
+                && before
+                    .as_ref()
+                    .is_none_or(|before| !crate::sys::same_file(before, &now))
+        });
         if published {
             let found = match self.sha256 {
                 Some(expected) => reuse::already_present(&self.output, expected, started).await?,

@@ -29,7 +29,7 @@ mod redirects;
 mod mirrors;
 
 /// The GET requests a run sent to the server it was recorded against, in arrival order.
-fn gets(run: &Run) -> Vec<&RequestLog> {
+pub(crate) fn gets(run: &Run) -> Vec<&RequestLog> {
     run.served
         .as_ref()
         .expect("the run was recorded against a server")
@@ -49,7 +49,7 @@ fn served_bytes(run: &Run) -> u64 {
 
 /// The half-open range a request asked for: `bytes=a-b` is `(a, Some(b + 1))`, `bytes=a-` is
 /// `(a, None)`.
-fn asked(request: &RequestLog) -> Option<(u64, Option<u64>)> {
+pub(crate) fn asked(request: &RequestLog) -> Option<(u64, Option<u64>)> {
     let spec = request.range.as_deref()?.strip_prefix("bytes=")?;
     let (first, last) = spec.split_once('-')?;
     let first = first.trim().parse().ok()?;
@@ -63,7 +63,7 @@ fn asked(request: &RequestLog) -> Option<(u64, Option<u64>)> {
 }
 
 /// The GETs of the run whose `Range` starts at `start`.
-fn asked_from(run: &Run, start: u64) -> Vec<&RequestLog> {
+pub(crate) fn asked_from(run: &Run, start: u64) -> Vec<&RequestLog> {
     gets(run)
         .into_iter()
         .filter(|request| asked(request).is_some_and(|(first, _)| first == start))

@@ -3,8 +3,12 @@
 //! run the binary against the server, [`check`] the run):
 //!
 //! ```ignore
-//! let run = Scenario::new(FileSpec::new("/img.bin", 4 * MIB, 101))
-//!     .faults(vec![FaultRule::new(When::RangeStartsAt(MIB).times(1), Fault::ResetAfter { bytes: 300_000 })])
+//! let (size, cut) = (4 * MIB, 300_000);
+//! let run = Scenario::new(FileSpec::new("/img.bin", size, 101))
+//!     .faults(vec![FaultRule::new(
+//!         When::RangeStartsAt(MIB).times(1),
+//!         Fault::ResetAfter { bytes: cut },
+//!     )])
 //!     .args(&["--chunk-size", "1MiB"])
 //!     .expect(Expect::success_of_file().served(size..=size + cut).ranged());
 //! assert_eq!(asked_from(&run, MIB).len(), 1, "\n{}", run.describe());
@@ -12,7 +16,9 @@
 //!
 //! The command is `get URL ARGS…`, where URL is the scenario's server and path (or the URL
 //! given to [`Scenario::url`]); the output checked is `-o`'s argument when ARGS has one, else
-//! the URL's last path segment, in the run's directory.
+//! the URL's last path segment, in the run's directory. [`Scenario::on`] runs against a server
+//! the test keeps, [`Scenario::in_dir`] in a directory it keeps (to resume there), and
+//! [`Scenario::spawn`] hands back the running process (to interrupt it).
 
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
