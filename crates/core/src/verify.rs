@@ -7,7 +7,7 @@
 //! low offsets first, which keeps the frontier moving.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
@@ -190,7 +190,21 @@ fn hash_span(file: &File, hasher: &mut Sha256, hashed: &mut u64, upto: u64) -> i
 /// hashed, waiting, being mapped, being unmapped), 16 MiB of page cache.
 const FILE_WINDOW: u64 = 4 << 20;
 
-/// SHA-256 of a whole local file.
+/// Bytes per read when hashing a stream: at most three buffers are alive
+/// (being read, waiting, being hashed).
+const STREAM_BUFFER: usize = 4 << 20;
+
+/// SHA-256 of everything a local path yields, whatever it is.
+///
+/// - A regular file takes the fast path: mapped window by window, then read
+///   on past the length it reported, so a `/proc` or `/sys` file (length 0
+///   or 4096, whatever its content) and a file that grew are hashed to
+///   their actual end. Where a file cannot be mapped, reading takes over.
+/// - A FIFO, a socket, a block device (whose reported length is 0), a
+///   terminal and `/dev/null` are read to their end.
+/// - Any other character device (`/dev/zero`, `/dev/urandom`…) may never
+///   end and is refused with an [`io::ErrorKind::InvalidInput`] error.
+/// - A directory is an [`io::ErrorKind::IsADirectory`] error.
 ///
 /// Mapping a window (`MAP_POPULATE`) and unmapping it cost page-table work
 /// of about a fifth of the hash itself; done in line, they held
@@ -199,49 +213,31 @@ const FILE_WINDOW: u64 = 4 << 20;
 /// with: the hashing thread then spends ~98 % of its time in the SHA-256
 /// compression function (`perf record`), and `rangefetch hash` of a 2 GiB
 /// file in the page cache runs at 1.00–1.01 × `openssl speed -evp sha256`.
+/// Streams get the same shape: a second thread reads the next buffer.
 pub fn hash_file(path: &Path) -> io::Result<Sha256Hex> {
-    let file = File::open(path)?;
-    let len = file.metadata()?.len();
-    let (windows, mapped) = mpsc::sync_channel(1);
-    let (done_with, finished) = mpsc::channel::<Mmap>();
-    let mapper = thread::Builder::new()
-        .name("rangefetch-map".into())
-        .spawn(move || {
-            let mut offset = 0;
-            while offset < len {
-                // Unmap here what the hasher is done with.
-                while finished.try_recv().is_ok() {}
-                let window = (len - offset).min(FILE_WINDOW);
-                let map = map_read(&file, offset, window as usize);
-                let failed = map.is_err();
-                // A closed channel means the hasher gave up: stop too.
-                if windows.send(map).is_err() || failed {
-                    return;
-                }
-                offset += window;
-            }
-            // The rest, until the hasher hangs up.
-            while finished.recv().is_ok() {}
-        })?;
+    let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
-    let mut hashed = 0;
-    let outcome = loop {
-        if hashed == len {
-            break Ok(());
+    match Reading::of(&file)? {
+        Reading::Mapped(len) => {
+            let hashed = hash_mapped(&file, len, &mut hasher)?;
+            file.seek(SeekFrom::Start(hashed))?;
         }
-        match mapped.recv() {
-            Ok(Ok(map)) => {
-                hasher.update(&map[..]);
-                hashed += map.len() as u64;
-                let _ = done_with.send(map);
-            }
-            Ok(Err(error)) => break Err(error),
-            Err(_) => break Err(io::Error::other("the mapping thread stopped early")),
+        Reading::ToEnd => {}
+        Reading::Refused => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a character device, which may never end (like /dev/zero or /dev/urandom); \
+                 hash a regular file, a block device or a pipe",
+            ));
         }
-    };
-    drop((mapped, done_with));
-    let _ = mapper.join();
-    outcome?;
+        Reading::Directory => {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "a directory, not a file",
+            ));
+        }
+    }
+    hash_rest(&file, &mut hasher)?;
     Ok(Sha256Hex::from_bytes(hasher.finalize().into()))
 }
 
@@ -250,6 +246,207 @@ pub fn hash_file(path: &Path) -> io::Result<Sha256Hex> {
 pub fn hash_files<P: AsRef<Path> + Sync>(paths: &[P]) -> Vec<io::Result<Sha256Hex>> {
     use rayon::prelude::*;
     paths.par_iter().map(|p| hash_file(p.as_ref())).collect()
+}
+
+/// How [`hash_file`] gets the bytes of what a path opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reading {
+    /// A regular file of this reported length: mapped, then read on.
+    Mapped(u64),
+    /// A stream or device with an end: read to it.
+    ToEnd,
+    /// A character device that may never end.
+    Refused,
+    Directory,
+}
+
+/// What kind of thing a path opened, as far as hashing cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FileKind {
+    Regular,
+    Directory,
+    BlockDevice,
+    Fifo,
+    Socket,
+    /// `finite`: `/dev/null` or a terminal, which end (at once, or at
+    /// end-of-file typed by a person); every other character device is
+    /// presumed endless.
+    CharDevice {
+        finite: bool,
+    },
+    /// Anything else the platform has; read to its end.
+    Other,
+}
+
+impl Reading {
+    fn of(file: &File) -> io::Result<Reading> {
+        let metadata = file.metadata()?;
+        Ok(Reading::plan(FileKind::of(file, &metadata), metadata.len()))
+    }
+
+    /// The decision itself, by file type alone: a device's reported length
+    /// says nothing (0 for a block device of any size).
+    fn plan(kind: FileKind, len: u64) -> Reading {
+        match kind {
+            FileKind::Regular => Reading::Mapped(len),
+            FileKind::Directory => Reading::Directory,
+            FileKind::CharDevice { finite: false } => Reading::Refused,
+            FileKind::BlockDevice
+            | FileKind::Fifo
+            | FileKind::Socket
+            | FileKind::CharDevice { finite: true }
+            | FileKind::Other => Reading::ToEnd,
+        }
+    }
+}
+
+impl FileKind {
+    #[cfg(unix)]
+    fn of(file: &File, metadata: &std::fs::Metadata) -> FileKind {
+        use std::io::IsTerminal as _;
+        use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+        let file_type = metadata.file_type();
+        if file_type.is_file() {
+            FileKind::Regular
+        } else if file_type.is_dir() {
+            FileKind::Directory
+        } else if file_type.is_block_device() {
+            FileKind::BlockDevice
+        } else if file_type.is_fifo() {
+            FileKind::Fifo
+        } else if file_type.is_socket() {
+            FileKind::Socket
+        } else if file_type.is_char_device() {
+            // The null device by its device number, wherever it is linked.
+            let null = std::fs::metadata("/dev/null").is_ok_and(|null| {
+                null.file_type().is_char_device() && null.rdev() == metadata.rdev()
+            });
+            FileKind::CharDevice {
+                finite: null || file.is_terminal(),
+            }
+        } else {
+            FileKind::Other
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn of(_file: &File, metadata: &std::fs::Metadata) -> FileKind {
+        let file_type = metadata.file_type();
+        if file_type.is_file() {
+            FileKind::Regular
+        } else if file_type.is_dir() {
+            FileKind::Directory
+        } else {
+            FileKind::Other
+        }
+    }
+}
+
+/// Hashes `[0, len)` of `file` through maps, a second thread mapping ahead;
+/// returns how far it got. A window that cannot be mapped (a file system
+/// without mmap, such as sysfs) ends the mapped part early: the caller
+/// reads on from there, and reading reports any real I/O error.
+fn hash_mapped(file: &File, len: u64, hasher: &mut Sha256) -> io::Result<u64> {
+    let (windows, mapped) = mpsc::sync_channel::<Mmap>(1);
+    let (done_with, finished) = mpsc::channel::<Mmap>();
+    thread::scope(|scope| {
+        thread::Builder::new()
+            .name("rangefetch-map".into())
+            .spawn_scoped(scope, move || {
+                let mut offset = 0;
+                while offset < len {
+                    // Unmap here what the hasher is done with.
+                    while finished.try_recv().is_ok() {}
+                    let window = (len - offset).min(FILE_WINDOW);
+                    let Ok(map) = map_read(file, offset, window as usize) else {
+                        break;
+                    };
+                    // A closed channel means the hasher gave up: stop too.
+                    if windows.send(map).is_err() {
+                        return;
+                    }
+                    offset += window;
+                }
+                // No more windows; unmap the rest as the hasher hands them back.
+                drop(windows);
+                while finished.recv().is_ok() {}
+            })?;
+        let mut hashed = 0;
+        for map in &mapped {
+            hasher.update(&map[..]);
+            hashed += map.len() as u64;
+            let _ = done_with.send(map);
+        }
+        drop(done_with);
+        Ok(hashed)
+    })
+}
+
+/// Hashes what `file` yields from its position to its end. One plain read
+/// first: for a regular file that was mapped whole it returns nothing, and
+/// no thread is started for it.
+fn hash_rest(mut file: &File, hasher: &mut Sha256) -> io::Result<()> {
+    let mut first = vec![0; 64 << 10];
+    let n = fill(&mut file, &mut first)?;
+    if n == 0 {
+        return Ok(());
+    }
+    hasher.update(&first[..n]);
+    if n < first.len() {
+        // `fill` stops short only at the end.
+        return Ok(());
+    }
+    hash_stream(file, hasher)
+}
+
+/// Reads `file` to its end and hashes it, a second thread reading the next
+/// buffer while this one hashes the last.
+fn hash_stream(file: &File, hasher: &mut Sha256) -> io::Result<()> {
+    let (full, filled) = mpsc::sync_channel::<io::Result<(Vec<u8>, usize)>>(1);
+    let (empty, recycled) = mpsc::channel::<Vec<u8>>();
+    thread::scope(|scope| {
+        thread::Builder::new()
+            .name("rangefetch-read".into())
+            .spawn_scoped(scope, move || {
+                let mut reader = file;
+                loop {
+                    let mut buffer = recycled
+                        .try_recv()
+                        .unwrap_or_else(|_| vec![0; STREAM_BUFFER]);
+                    let message = match fill(&mut reader, &mut buffer) {
+                        Ok(0) => return,
+                        Ok(n) => Ok((buffer, n)),
+                        Err(error) => Err(error),
+                    };
+                    let failed = message.is_err();
+                    // A closed channel means the hasher gave up: stop too.
+                    if full.send(message).is_err() || failed {
+                        return;
+                    }
+                }
+            })?;
+        for message in filled {
+            let (buffer, n) = message?;
+            hasher.update(&buffer[..n]);
+            let _ = empty.send(buffer);
+        }
+        Ok(())
+    })
+}
+
+/// Reads until `buffer` is full or the end is reached; returns the bytes
+/// read, fewer than the buffer's length only at the end.
+fn fill(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buffer.len() {
+        match reader.read(&mut buffer[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -343,6 +540,93 @@ mod tests {
         }
         let missing = hash_file(&dir.path().join("missing")).expect_err("no such file");
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+        Ok(())
+    }
+
+    #[test]
+    fn hashing_plans_by_file_type_not_length() {
+        use FileKind::*;
+        assert_eq!(Reading::plan(Regular, 0), Reading::Mapped(0));
+        assert_eq!(Reading::plan(Regular, 4096), Reading::Mapped(4096));
+        // A block device reports length 0 whatever its size; a FIFO too.
+        for kind in [
+            BlockDevice,
+            Fifo,
+            Socket,
+            CharDevice { finite: true },
+            Other,
+        ] {
+            assert_eq!(Reading::plan(kind, 0), Reading::ToEnd, "{kind:?}");
+        }
+        assert_eq!(
+            Reading::plan(CharDevice { finite: false }, 0),
+            Reading::Refused
+        );
+        assert_eq!(Reading::plan(Directory, 4096), Reading::Directory);
+    }
+
+    /// Fails, naming it, when the test machine lacks `path`.
+    fn needs(path: &str) -> &Path {
+        let path = Path::new(path);
+        assert!(
+            path.exists(),
+            "this test needs {} (Linux with /proc, /sys and /dev)",
+            path.display()
+        );
+        path
+    }
+
+    #[test]
+    fn a_pipe_is_read_to_its_end() -> io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        let (reader, mut writer) = io::pipe()?;
+        // Reopened by path, the pipe is a FIFO whose length reads as 0.
+        let path = needs("/proc/self/fd").join(reader.as_raw_fd().to_string());
+        let data: Vec<u8> = (0..(1 << 20) + 12345)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let sent = data.clone();
+        let feeder = thread::spawn(move || writer.write_all(&sent));
+        let digest = hash_file(&path);
+        // Without a reader left, a writer the hash did not drain fails
+        // (broken pipe) instead of waiting forever.
+        drop(reader);
+        let fed = feeder.join().expect("the writer thread does not panic");
+        assert_eq!(digest?, reference(&data));
+        fed
+    }
+
+    #[test]
+    fn proc_and_sys_files_hash_their_content_not_their_length() -> io::Result<()> {
+        // /proc reports length 0; sysfs reports 4096 and cannot be mapped.
+        let sys = ["/sys/kernel/profiling", "/sys/kernel/address_bits"]
+            .into_iter()
+            .find(|path| Path::new(path).exists())
+            .unwrap_or("/sys/kernel/profiling");
+        for path in [needs("/proc/sys/kernel/ostype"), needs(sys)] {
+            let content = std::fs::read(path)?;
+            assert!(!content.is_empty(), "{} is empty", path.display());
+            assert_eq!(hash_file(path)?, reference(&content), "{}", path.display());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn endless_character_devices_are_refused_and_dev_null_is_empty() -> io::Result<()> {
+        for path in ["/dev/zero", "/dev/urandom", "/dev/full"] {
+            let error = hash_file(needs(path)).expect_err(path);
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{path}: {error}");
+            assert!(error.to_string().contains("character device"), "{error}");
+        }
+        assert_eq!(hash_file(needs("/dev/null"))?, reference(b""));
+        Ok(())
+    }
+
+    #[test]
+    fn a_directory_is_an_error_of_its_own_kind() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let error = hash_file(dir.path()).expect_err("a directory");
+        assert_eq!(error.kind(), io::ErrorKind::IsADirectory, "{error}");
         Ok(())
     }
 }
