@@ -323,18 +323,25 @@ impl Download {
             }
             if let Some(cache) = &self.cache {
                 // Another process fetching the same file holds this lock; we
-                // wait for it and then, most likely, hit the cache.
-                let locker = cache.clone();
-                let lock = tokio::select! {
-                    lock = tokio::task::spawn_blocking(move || locker.lock(&expected)) => lock,
-                    () = self.cancel.cancelled() => return Err(cancelled()),
-                };
-                match lock {
-                    Ok(Ok(lock)) => _cache_lock = Some(lock),
-                    Ok(Err(error)) => {
-                        warn!(%error, "cannot lock the cache entry; going on without the lock")
+                // wait for it (polling, so that cancelling or dropping the
+                // download leaves no thread blocked on it) and then, most
+                // likely, hit the cache.
+                loop {
+                    match cache.try_lock(&expected) {
+                        Ok(Some(lock)) => {
+                            _cache_lock = Some(lock);
+                            break;
+                        }
+                        Ok(None) => {}
+                        Err(error) => {
+                            warn!(%error, "cannot lock the cache entry; going on without the lock");
+                            break;
+                        }
                     }
-                    Err(error) => warn!(%error, "cache lock task failed"),
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        () = self.cancel.cancelled() => return Err(cancelled()),
+                    }
                 }
                 if let Some(outcome) =
                     reuse::from_cache(cache, expected, &self.output, started, None, &emit).await

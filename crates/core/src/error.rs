@@ -165,15 +165,18 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)?;
+        let mut context = Vec::new();
         if let Some(url) = &self.url {
-            write!(f, " ({url}")?;
-            if let Some(range) = self.range {
-                write!(f, ", bytes {range}")?;
-            }
-            if self.attempts > 1 {
-                write!(f, ", after {} attempts", self.attempts)?;
-            }
-            f.write_str(")")?;
+            context.push(url.clone());
+        }
+        if let Some(range) = self.range {
+            context.push(format!("bytes {range}"));
+        }
+        if self.attempts > 1 {
+            context.push(format!("after {} attempts", self.attempts));
+        }
+        if !context.is_empty() {
+            write!(f, " ({})", context.join(", "))?;
         }
         Ok(())
     }
@@ -215,3 +218,26 @@ pub fn redact_url(url: &reqwest::Url) -> String {
 
 /// A `Result` whose error is the engine's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_keeps_range_and_attempts_without_a_url() {
+        let error = Error::new(ErrorKind::Network, "connection closed")
+            .with_range(ByteRange::new(0, 10))
+            .with_attempts(3);
+        assert_eq!(
+            error.to_string(),
+            "connection closed (bytes [0, 10), after 3 attempts)"
+        );
+        let url = reqwest::Url::parse("http://user:pw@example.org/x").expect("url");
+        let with_url = error.with_url(&url);
+        assert_eq!(
+            with_url.to_string(),
+            "connection closed (http://example.org/x, bytes [0, 10), after 3 attempts)"
+        );
+        assert_eq!(Error::new(ErrorKind::Io, "plain").to_string(), "plain");
+    }
+}

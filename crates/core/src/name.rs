@@ -1,6 +1,8 @@
-//! The default output file name: taken from the URL's last path segment or a
-//! `Content-Disposition` header, and sanitised, because both come from the
-//! network and must never name a path outside the current directory.
+//! The default output file name: taken from the URL's last path segment and
+//! sanitised, because it comes from the network and must never name a path
+//! outside the current directory. (A server's `Content-Disposition` name is
+//! not used: the output is chosen before any request, and a name the server
+//! picks is one more piece of untrusted input.)
 //!
 //! A sanitised name is a single path component: no `/`, `\`, NUL or other
 //! control character, no bidirectional-text override (which can disguise an
@@ -80,31 +82,6 @@ pub fn sanitize_file_name(raw: &str) -> Result<String, NameError> {
     Ok(name)
 }
 
-/// The file name offered by a `Content-Disposition` header value, sanitised.
-///
-/// `filename*` (RFC 8187, `UTF-8''x%20y.iso` or ISO-8859-1) is preferred over
-/// `filename` (a token or quoted string). Any directory part the server put in
-/// the name is dropped, as browsers and `curl -J` do, so
-/// `filename="../../etc/passwd"` offers `passwd`. `None` when neither
-/// parameter yields a usable name.
-pub fn content_disposition_filename(value: &str) -> Option<String> {
-    let mut plain = None;
-    let mut extended = None;
-    for (name, param_value) in disposition_params(value) {
-        if name.eq_ignore_ascii_case("filename*") {
-            if extended.is_none() {
-                extended = decode_extended_value(&param_value);
-            }
-        } else if name.eq_ignore_ascii_case("filename") && plain.is_none() {
-            plain = Some(param_value);
-        }
-    }
-    [extended, plain]
-        .into_iter()
-        .flatten()
-        .find_map(|raw| sanitize_file_name(last_component(&raw)).ok())
-}
-
 /// Whether `c` may not appear in a sanitised name.
 fn is_forbidden(c: char) -> bool {
     matches!(c, '/' | '\\')
@@ -138,11 +115,6 @@ fn floor_char_boundary(s: &str, index: usize) -> usize {
         .rev()
         .find(|&i| s.is_char_boundary(i))
         .unwrap_or(0)
-}
-
-/// The part of `name` after its last `/` or `\`.
-fn last_component(name: &str) -> &str {
-    name.rsplit(['/', '\\']).next().unwrap_or(name)
 }
 
 /// `%XX` sequences decoded to bytes; a `%` not followed by two hex digits is
@@ -217,73 +189,6 @@ fn is_scheme(s: &str) -> bool {
     let mut chars = s.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-}
-
-/// The `name=value` parameters of a `Content-Disposition` value, names as
-/// written, quoted values unescaped. The disposition type, having no `=`, is
-/// skipped like any other valueless item; malformed input ends the list
-/// early rather than failing.
-fn disposition_params(value: &str) -> Vec<(String, String)> {
-    let mut params = Vec::new();
-    let mut rest = value;
-    loop {
-        rest = rest.trim_start_matches(|c: char| c == ';' || c.is_whitespace());
-        if rest.is_empty() {
-            return params;
-        }
-        let name_end = rest.find(['=', ';']).unwrap_or(rest.len());
-        let name = rest[..name_end].trim();
-        rest = &rest[name_end..];
-        let Some(after_equals) = rest.strip_prefix('=') else {
-            continue;
-        };
-        let after_equals = after_equals.trim_start();
-        let param_value = if let Some(quoted) = after_equals.strip_prefix('"') {
-            let (unescaped, after_quote) = unquote(quoted);
-            rest = after_quote.find(';').map_or("", |idx| &after_quote[idx..]);
-            unescaped
-        } else {
-            let end = after_equals.find(';').unwrap_or(after_equals.len());
-            rest = &after_equals[end..];
-            after_equals[..end].trim_end().to_owned()
-        };
-        params.push((name.to_owned(), param_value));
-    }
-}
-
-/// The content of a quoted string whose opening quote is already consumed,
-/// and the text after its closing quote (empty if it is unterminated).
-fn unquote(quoted: &str) -> (String, &str) {
-    let mut unescaped = String::new();
-    let mut chars = quoted.char_indices();
-    while let Some((idx, c)) = chars.next() {
-        match c {
-            '"' => return (unescaped, &quoted[idx + 1..]),
-            '\\' => {
-                if let Some((_, escaped)) = chars.next() {
-                    unescaped.push(escaped);
-                }
-            }
-            _ => unescaped.push(c),
-        }
-    }
-    (unescaped, "")
-}
-
-/// Decodes an RFC 8187 `charset'language'percent-encoded` value; `None` for
-/// another charset or a malformed value.
-fn decode_extended_value(value: &str) -> Option<String> {
-    let mut parts = value.splitn(3, '\'');
-    let (charset, _language, encoded) = (parts.next()?, parts.next()?, parts.next()?);
-    let bytes = percent_decode(encoded);
-    if charset.eq_ignore_ascii_case("utf-8") {
-        Some(String::from_utf8_lossy(&bytes).into_owned())
-    } else if charset.eq_ignore_ascii_case("iso-8859-1") {
-        // ISO-8859-1 bytes are exactly the first 256 code points.
-        Some(bytes.into_iter().map(char::from).collect())
-    } else {
-        None
-    }
 }
 
 /// The first `max` characters of `s`.
@@ -407,75 +312,6 @@ mod tests {
         assert_eq!(sanitize_file_name(&long).expect("usable"), "c".repeat(254));
     }
 
-    #[test]
-    fn content_disposition_forms() {
-        let cd = content_disposition_filename;
-        assert_eq!(
-            cd(r#"attachment; filename="x.iso""#).as_deref(),
-            Some("x.iso")
-        );
-        assert_eq!(cd("attachment; filename=x.iso").as_deref(), Some("x.iso"));
-        assert_eq!(
-            cd("attachment;filename = x.iso ;size=3").as_deref(),
-            Some("x.iso")
-        );
-        assert_eq!(
-            cd(r#"ATTACHMENT; FILENAME="a \"q\".iso""#).as_deref(),
-            Some("a \"q\".iso")
-        );
-        assert_eq!(
-            cd(r#"attachment; filename="fallback.iso"; filename*=UTF-8''x%20y%E2%82%AC.iso"#)
-                .as_deref(),
-            Some("x y€.iso")
-        );
-        assert_eq!(
-            cd(r#"attachment; filename*=utf-8'en'first.iso; filename="second.iso""#).as_deref(),
-            Some("first.iso")
-        );
-        assert_eq!(
-            cd("attachment; filename*=iso-8859-1''caf%E9.txt").as_deref(),
-            Some("café.txt")
-        );
-        // Unknown charset or an unusable extended name falls back to filename.
-        assert_eq!(
-            cd(r#"attachment; filename*=koi8-r''x.iso; filename="y.iso""#).as_deref(),
-            Some("y.iso")
-        );
-        assert_eq!(
-            cd(r#"attachment; filename*=UTF-8''..; filename="y.iso""#).as_deref(),
-            Some("y.iso")
-        );
-        assert_eq!(
-            cd(r#"attachment; filename="../../etc/passwd""#).as_deref(),
-            Some("passwd")
-        );
-        assert_eq!(
-            cd(r#"attachment; filename="C:\\Windows\\evil.dll""#).as_deref(),
-            Some("evil.dll")
-        );
-        assert_eq!(
-            cd(r#"inline; filename="semi;colon.iso""#).as_deref(),
-            Some("semi;colon.iso")
-        );
-        assert_eq!(
-            cd(r#"attachment; filename="unterminated.iso"#).as_deref(),
-            Some("unterminated.iso")
-        );
-        assert_eq!(
-            cd(r#"filename="no-type.iso""#).as_deref(),
-            Some("no-type.iso")
-        );
-        for none in [
-            "",
-            "attachment",
-            "attachment; filename=",
-            "attachment; filename=\"..\"",
-            "attachment; name=x",
-        ] {
-            assert_eq!(cd(none), None, "{none:?}");
-        }
-    }
-
     /// Every byte percent-encoded, the strongest test of the decoder.
     fn percent_encode_all(s: &str) -> String {
         s.bytes().map(|b| format!("%{b:02X}")).collect()
@@ -505,19 +341,11 @@ mod tests {
                     Err(_) => prop_assert!(name(&url).is_err()),
                 }
             }
-            let header = format!("attachment; filename*=UTF-8''{}", percent_encode_all(&raw));
-            prop_assert_eq!(
-                content_disposition_filename(&header),
-                sanitize_file_name(last_component(&raw)).ok()
-            );
         }
 
         #[test]
         fn arbitrary_input_never_panics(input in ".{0,200}") {
             if let Ok(clean) = name(&input) {
-                assert_safe(&clean);
-            }
-            if let Some(clean) = content_disposition_filename(&input) {
                 assert_safe(&clean);
             }
         }

@@ -254,18 +254,6 @@ impl Scheduler {
         self.tasks.clear();
     }
 
-    /// Forgets all progress: everything becomes pending again and every task
-    /// is dropped (their owners see empty claims). Used when the remote
-    /// changed and the partial data must be discarded.
-    pub fn reset(&mut self) {
-        self.pending.clear();
-        if self.total > 0 {
-            self.pending.insert(0, self.total);
-        }
-        self.tasks.clear();
-        self.written = RangeSet::new();
-    }
-
     /// Pending ranges, in order (for tests and the journal).
     pub fn pending(&self) -> Vec<ByteRange> {
         self.pending
