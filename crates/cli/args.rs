@@ -1,4 +1,5 @@
-//! Command-line flags, as CONTRACT.md fixes them.
+//! Command-line flags, as docs/CONTRACT.md fixes them. The environment is
+//! read in settings.rs, not here.
 
 use std::path::PathBuf;
 
@@ -63,8 +64,8 @@ pub struct GetArgs {
     /// Extra trusted root certificate(s), PEM.
     #[arg(long, value_name = "PEM")]
     pub ca_cert: Vec<PathBuf>,
-    /// Content-addressed cache of verified files.
-    #[arg(long, value_name = "DIR", env = "RANGEFETCH_CACHE_DIR")]
+    /// Content-addressed cache of verified files [default: $RANGEFETCH_CACHE_DIR].
+    #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Largest total size of the cache; least recently used files are evicted beyond it.
     #[arg(long, value_name = "SIZE", value_parser = parse_any_size)]
@@ -115,6 +116,16 @@ pub struct HashArgs {
     pub paths: Vec<PathBuf>,
 }
 
+/// Whether a command line asks for `--json`, looked for before parsing so
+/// that a line clap rejects still ends with the `done` object. Arguments
+/// after `--` are operands, not flags.
+pub fn asks_for_json(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    args.into_iter()
+        .skip(1)
+        .take_while(|arg| arg != "--")
+        .any(|arg| arg == "--json")
+}
+
 fn parse_sha256(value: &str) -> Result<Sha256Hex, String> {
     Sha256Hex::parse(value).map_err(|e| e.to_string())
 }
@@ -137,5 +148,37 @@ fn parse_seconds(value: &str) -> Result<f64, String> {
         _ => Err(format!(
             "{value:?} is not a number of seconds between 0 and 86400"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(words: &[&str]) -> Vec<std::ffi::OsString> {
+        words.iter().map(std::ffi::OsString::from).collect()
+    }
+
+    #[test]
+    fn json_is_seen_before_parsing_but_not_as_an_operand() {
+        assert!(asks_for_json(line(&[
+            "rangefetch",
+            "get",
+            "--bogus",
+            "--json"
+        ])));
+        assert!(asks_for_json(line(&["rangefetch", "--json", "get"])));
+        assert!(!asks_for_json(line(&[
+            "rangefetch",
+            "get",
+            "u",
+            "--",
+            "--json"
+        ])));
+        assert!(
+            !asks_for_json(line(&["--json", "get", "u"])),
+            "argv[0] is the program"
+        );
+        assert!(!asks_for_json(line(&["rangefetch", "get", "--jsonx"])));
     }
 }

@@ -1,12 +1,12 @@
 //! Turns engine events into what a person or a program sees: a progress bar
-//! on stderr, or JSON lines on stdout.
+//! on stderr, or JSON lines on stdout; and the summary of a finished `get`.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rangefetch_core::Event;
+use rangefetch_core::{Event, Outcome};
 use serde_json::json;
 
 /// How progress is shown.
@@ -26,7 +26,8 @@ pub enum Render {
 }
 
 impl Render {
-    pub fn new(json: bool, quiet: bool) -> Self {
+    /// `color` is false under `NO_COLOR` (settings.rs reads it).
+    pub fn new(json: bool, quiet: bool, color: bool) -> Self {
         if json {
             let now = Instant::now();
             return Render::Json {
@@ -41,10 +42,10 @@ impl Render {
             return Render::Silent;
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
-        let template = if std::env::var_os("NO_COLOR").is_some() {
-            "{bytes}/{total_bytes} [{bar:30}] {binary_bytes_per_sec} eta {eta} {msg}"
-        } else {
+        let template = if color {
             "{bytes}/{total_bytes} [{bar:30.cyan/blue}] {binary_bytes_per_sec} eta {eta} {msg}"
+        } else {
+            "{bytes}/{total_bytes} [{bar:30}] {binary_bytes_per_sec} eta {eta} {msg}"
         };
         if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
@@ -157,12 +158,26 @@ impl Render {
         }
     }
 
-    /// Adds `t_s` (seconds since the start) to a line printed outside the
-    /// event stream, such as the final summary.
-    pub fn stamp(&self, value: &mut serde_json::Value) {
-        if let (Render::Json { started, .. }, Some(object)) = (self, value.as_object_mut()) {
-            object.insert("t_s".into(), json!(started.elapsed().as_secs_f64()));
+    /// The end of a successful `get`: the `--json` summary, or a line of
+    /// figures on stderr (not with `--quiet`) and, always, `<hex>  <path>`
+    /// on stdout: a hash even without an expected one (docs/CONTRACT.md,
+    /// guarantee 4).
+    pub fn done(&self, outcome: &Outcome) {
+        if let Render::Json { started, .. } = self {
+            print_json(&json!({
+                "event": "done", "ok": true, "path": outcome.path, "bytes": outcome.bytes,
+                "sha256": outcome.sha256.to_string(), "verified": outcome.verified,
+                "elapsed_s": outcome.elapsed.as_secs_f64(), "retries": outcome.retries,
+                "resumed_bytes": outcome.resumed_bytes, "connections": outcome.connections,
+                "already_present": outcome.already_present, "from_cache": outcome.from_cache,
+                "t_s": started.elapsed().as_secs_f64(),
+            }));
+            return;
         }
+        if !matches!(self, Render::Quiet) {
+            eprintln!("{}", figures(outcome));
+        }
+        println!("{}  {}", outcome.sha256, outcome.path.display());
     }
 
     pub fn finish(&self) {
@@ -170,6 +185,38 @@ impl Render {
             bar.finish_and_clear();
         }
     }
+}
+
+/// `<path>: <bytes> in <secs> (<rate>), <n> connections, <n> retries, sha256 <hex> (<status>)`.
+fn figures(outcome: &Outcome) -> String {
+    let secs = outcome.elapsed.as_secs_f64().max(1e-9);
+    let status = if outcome.already_present {
+        "already present, verified"
+    } else if outcome.from_cache {
+        "from the verified cache"
+    } else if outcome.verified {
+        "verified"
+    } else {
+        "not verified: no expected hash given"
+    };
+    let resumed = if outcome.resumed_bytes > 0 && !outcome.already_present {
+        format!(
+            ", {} bytes resumed from an earlier run",
+            outcome.resumed_bytes
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{}: {} bytes in {:.2} s ({:.1} MB/s), {} connections, {} retries{resumed}, sha256 {} ({status})",
+        outcome.path.display(),
+        outcome.bytes,
+        secs,
+        outcome.bytes.saturating_sub(outcome.resumed_bytes) as f64 / secs / 1e6,
+        outcome.connections,
+        outcome.retries,
+        outcome.sha256,
+    )
 }
 
 /// The stderr line for events a person should see even without a bar.
