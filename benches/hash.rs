@@ -116,7 +116,7 @@ fn file(c: &mut Criterion) {
         hash_by_read(&path, &mut buffer).expect("read the input file"),
         expected
     );
-    let mapped = rangefetch_core::verify::hash_file(&path).expect("hash the input file");
+    let mapped = rangefetch_core::hash_file(&path).expect("hash the input file");
     assert_eq!(mapped.as_bytes(), &expected);
 
     let mut group = c.benchmark_group("sha256_file");
@@ -128,7 +128,7 @@ fn file(c: &mut Criterion) {
         .throughput(Throughput::Bytes(FILE_SIZE as u64));
     group.bench_function("map_4MiB_prefetched/hash_file", |b| {
         iter_on_cpu(b, || {
-            rangefetch_core::verify::hash_file(black_box(&path)).expect("hash_file")
+            rangefetch_core::hash_file(black_box(&path)).expect("hash_file")
         });
     });
     group.bench_function("read_1MiB/sha2", |b| {

@@ -13,8 +13,8 @@ use std::time::Duration;
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use rangefetch_core::plan::{Assignment, Scheduler};
-use rangefetch_core::range::RangeSet;
+use rangefetch_core::internals::RangeSet;
+use rangefetch_core::internals::{Assignment, Scheduler};
 
 use crate::clock::iter_on_cpu;
 

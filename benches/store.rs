@@ -19,7 +19,8 @@ use std::time::Duration;
 use criterion::{
     BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use rangefetch_core::store::{PartFile, WriteMode};
+use rangefetch_core::WriteMode;
+use rangefetch_core::internals::PartFile;
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;

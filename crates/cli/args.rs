@@ -131,7 +131,7 @@ fn parse_sha256(value: &str) -> Result<Sha256Hex, String> {
 }
 
 fn parse_chunk_size(value: &str) -> Result<u64, String> {
-    match rangefetch_core::size::parse_size(value) {
+    match rangefetch_core::parse_size(value) {
         Ok(0) => Err("chunk size must be at least 1 byte".to_owned()),
         Ok(bytes) => Ok(bytes),
         Err(e) => Err(e.to_string()),
@@ -139,7 +139,7 @@ fn parse_chunk_size(value: &str) -> Result<u64, String> {
 }
 
 fn parse_any_size(value: &str) -> Result<u64, String> {
-    rangefetch_core::size::parse_size(value).map_err(|e| e.to_string())
+    rangefetch_core::parse_size(value).map_err(|e| e.to_string())
 }
 
 fn parse_seconds(value: &str) -> Result<f64, String> {

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use rangefetch_core::checksums::{find_checksum, parse_checksums};
 use rangefetch_core::{Config, Sha256Hex};
+use rangefetch_core::{find_checksum, parse_checksums};
 
 use crate::args::{Expected, VerifyExpected};
 use crate::exit::{self, Failure};
@@ -23,7 +23,7 @@ pub async fn for_url(
     match (&expected.sha256, &expected.sha256_sums) {
         (Some(hash), _) => Ok(Some(*hash)),
         (None, Some(sums)) => {
-            let name = rangefetch_core::name::file_name_from_url(url)
+            let name = rangefetch_core::file_name_from_url(url)
                 .context("cannot tell which checksum entry applies")
                 .map_err(|e| Failure::new(exit::USAGE, e))?;
             Ok(Some(lookup(sums, &name, config).await?))
@@ -67,7 +67,7 @@ async fn lookup(source: &str, file_name: &str, config: &Config) -> Result<Sha256
 
 async fn read(source: &str, config: &Config) -> Result<String, Failure> {
     if source.starts_with("http://") || source.starts_with("https://") {
-        rangefetch_core::download::fetch_text(source, config, MAX_CHECKSUM_FILE)
+        rangefetch_core::fetch_text(source, config, MAX_CHECKSUM_FILE)
             .await
             .map_err(|e| exit::from_core(e, None))
     } else {

@@ -100,7 +100,7 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
         builder = builder.sha256(hash);
     }
     if let Some(dir) = &settings.cache_dir {
-        let cache = rangefetch_core::cache::Cache::open(dir, args.cache_max_size)
+        let cache = rangefetch_core::Cache::open(dir, args.cache_max_size)
             .with_context(|| format!("cannot open cache directory {}", dir.display()))
             .map_err(|e| Failure::new(exit::IO, e))?;
         builder = builder.cache(cache);
@@ -140,7 +140,7 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
 
 /// Hashes local files off the async runtime.
 async fn hash_blocking(paths: Vec<PathBuf>) -> Vec<std::io::Result<Sha256Hex>> {
-    tokio::task::spawn_blocking(move || rangefetch_core::verify::hash_files(&paths))
+    tokio::task::spawn_blocking(move || rangefetch_core::hash_files(&paths))
         .await
         .unwrap_or_else(|e| vec![Err(std::io::Error::other(e))])
 }

@@ -8,14 +8,15 @@
 
 use std::time::{Duration, SystemTime};
 
-use rangefetch_core::checksums::{ChecksumLookupError, Sha256Hex, find_checksum, parse_checksums};
-use rangefetch_core::header::{
+use rangefetch_core::file_name_from_url;
+use rangefetch_core::internals::Journal;
+use rangefetch_core::internals::sanitize_file_name;
+use rangefetch_core::internals::{format_content_range, parse_content_range};
+use rangefetch_core::internals::{
     parse_content_length, parse_etag, parse_http_date, parse_retry_after,
 };
-use rangefetch_core::journal::Journal;
-use rangefetch_core::name::{file_name_from_url, sanitize_file_name};
-use rangefetch_core::range::{format_content_range, parse_content_range};
-use rangefetch_core::size::{format_size, parse_size};
+use rangefetch_core::{ChecksumLookupError, Sha256Hex, find_checksum, parse_checksums};
+use rangefetch_core::{format_size, parse_size};
 
 /// `Content-Range`: whatever parses formats back to itself, and a range lies
 /// inside the complete length when both are known.

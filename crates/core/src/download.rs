@@ -31,9 +31,6 @@ use crate::store::{OutputLock, PartFile, WriteMode, free_space, parent_dir};
 use crate::verify::HashFollower;
 use crate::{commit, resume, reuse, transport};
 
-#[doc(hidden)]
-pub use crate::transport::fetch_text;
-
 /// Tunables of a download. Every field has a sensible default.
 #[derive(Clone, Debug)]
 #[non_exhaustive]

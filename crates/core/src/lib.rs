@@ -6,11 +6,20 @@
 //! arrives, and publishes `<out>` by an atomic rename only once every byte is
 //! written, flushed and — when a hash was given — verified.
 //!
-//! The pipeline, one module per stage: [`probe`] (size, ranges, validator)
-//! → [`plan`] (the chunk scheduler) → `fetch` (the connection pool) →
-//! [`store`] (the part file) → [`verify`] (streaming SHA-256) → commit (in
-//! [`download`]). Pure parsers of untrusted input live in [`range`],
-//! [`header`], [`checksums`], [`name`] and [`size`].
+//! Inside, one module per stage: probe (size, ranges, validator) → plan
+//! (the chunk scheduler) → fetch (the connection pool) → store (the part
+//! file) → verify (streaming SHA-256) → commit (flush, rename, journal,
+//! cache); `ARCHITECTURE.md` in the repository maps them. The public API is
+//! what is re-exported here.
+//!
+//! # Runtime
+//!
+//! [`Download::run`] is a future for a Tokio 1.x runtime with the timer
+//! enabled; a `current_thread` runtime is enough (the engine spawns its
+//! connections as tasks on it, and hashes on a thread of its own). The
+//! engine builds no runtime, reads no environment variable (except that the
+//! TLS roots come from the platform's trust store, which may itself read
+//! `SSL_CERT_FILE`) and prints nothing.
 //!
 //! # Example
 //!
@@ -69,11 +78,11 @@
 // its own, so that rustfmt keeps the order.
 mod transport;
 // Stage 1: size, ranges and the validator that pins the version.
-pub mod probe;
+mod probe;
 // Every response is checked against the probe before a byte is written.
 mod admit;
 // Stage 2: the chunk scheduler.
-pub mod plan;
+mod plan;
 // Mirrors and their state.
 mod sources;
 // How many connections.
@@ -84,9 +93,9 @@ mod stream;
 // Progress events.
 mod progress;
 // Stage 4: the part file.
-pub mod store;
+mod store;
 // Stage 5: streaming SHA-256.
-pub mod verify;
+mod verify;
 // The journal's checkpoints and the resume decision.
 mod resume;
 // Stage 6: publish.
@@ -94,28 +103,51 @@ mod commit;
 // Finishing without fetching: an output in place, the cache.
 mod reuse;
 // The public face and the orchestrator.
-pub mod download;
+mod download;
 // Policies and parsers of untrusted input, used by the stages.
-pub mod cache;
-pub mod cancel;
-pub mod checksums;
-pub mod error;
-pub mod event;
-pub mod header;
-pub mod journal;
-pub mod name;
-pub mod range;
-pub mod retry;
-pub mod size;
+mod cache;
+mod cancel;
+mod checksums;
+mod error;
+mod event;
+mod header;
+mod journal;
+mod name;
+mod range;
+mod retry;
+mod size;
 // The only `unsafe`.
-#[doc(hidden)]
-pub mod sys;
+mod sys;
 
+pub use cache::{Cache, CacheLock, Placement};
 pub use cancel::CancelToken;
-pub use checksums::Sha256Hex;
+pub use checksums::{
+    ChecksumEntry, ChecksumLookupError, HashParseError, Sha256Hex, find_checksum, parse_checksums,
+};
 pub use download::{Config, Download, DownloadBuilder, Outcome};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventSink};
+pub use name::{NameError, file_name_from_url};
+pub use range::ByteRange;
 pub use resume::{part_path, state_path};
+pub use size::{SizeError, format_size, parse_size};
 pub use store::WriteMode;
 pub use transport::fetch_text;
+pub use verify::{hash_file, hash_files};
+
+/// Internals for the crate's benches, fuzz targets and tests: not a
+/// supported API, and may change in any release.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::header::{
+        EntityTag, parse_content_length, parse_etag, parse_http_date, parse_retry_after,
+    };
+    pub use crate::journal::{Journal, JournalError};
+    pub use crate::name::sanitize_file_name;
+    pub use crate::plan::{Assignment, Scheduler, TakeOver, TaskId};
+    pub use crate::range::{
+        ContentRange, ContentRangeError, RangeSet, format_content_range, parse_content_range,
+    };
+    pub use crate::store::PartFile;
+    pub use crate::sys::set_portable;
+}

@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use rangefetch_core::journal::Journal;
+use rangefetch_core::internals::Journal;
 
 // The fuzz targets' own checks, compiled here too: one definition of each
 // property, whichever way an input reaches it.

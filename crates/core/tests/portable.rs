@@ -2,7 +2,7 @@
 //! `FICLONE` or `statvfs`), switched on for this whole process — which is why this is a test
 //! binary of its own — so that the paths other platforms take run on Linux too.
 
-use rangefetch_core::cache::Cache;
+use rangefetch_core::Cache;
 use rangefetch_core::{Download, Sha256Hex};
 use rangefetch_testserver::{
     Fault, FaultRule, FaultScript, FileSpec, ServerConfig, TestServer, When,
@@ -12,7 +12,7 @@ const MIB: u64 = 1 << 20;
 
 #[tokio::test]
 async fn a_download_resume_and_cache_work_on_the_portable_paths() {
-    rangefetch_core::sys::set_portable(true);
+    rangefetch_core::internals::set_portable(true);
     let file = FileSpec::new("/img.bin", 8 * MIB, 410);
     let expected = Sha256Hex::parse(&file.sha256_hex()).expect("hex");
     let server = TestServer::start(ServerConfig {
@@ -38,18 +38,12 @@ async fn a_download_resume_and_cache_work_on_the_portable_paths() {
         .await
         .expect("download on the portable paths");
     assert!(outcome.verified);
-    assert_eq!(
-        rangefetch_core::verify::hash_file(&out).expect("hash"),
-        expected
-    );
+    assert_eq!(rangefetch_core::hash_file(&out).expect("hash"), expected);
     // The cache placed without reflink (unsupported here) and still verified.
     let again = dir.path().join("again.bin");
     cache
         .place(&expected, &again)
         .expect("place from the cache");
-    assert_eq!(
-        rangefetch_core::verify::hash_file(&again).expect("hash"),
-        expected
-    );
-    rangefetch_core::sys::set_portable(false);
+    assert_eq!(rangefetch_core::hash_file(&again).expect("hash"), expected);
+    rangefetch_core::internals::set_portable(false);
 }
