@@ -14,6 +14,7 @@ mod integrity;
 mod get;
 // JSON: the `--json` event lines and summary, completions, and no colour on a pipe.
 mod json;
+mod local_files; // hash, verify and usage errors on local input
 // nginx: a real web server whose range handling we did not write.
 mod nginx;
 // Proxies: `--proxy` and the proxy variables, through a real tinyproxy.
