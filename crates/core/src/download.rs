@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 use crate::cache::Cache;
 use crate::cancel::CancelToken;
 use crate::checksums::Sha256Hex;
+use crate::claim::{Claim, Claimed, open_part};
 use crate::error::{Error, ErrorKind, Result, redact_url};
 use crate::event::{Event, EventSink};
 use crate::fetch::{FetchPolicy, Fetcher, PoolLimits};
@@ -25,9 +26,8 @@ use crate::progress::{Counters, Ticker};
 use crate::range::{ByteRange, RangeSet};
 use crate::resume::{Checkpointer, part_path, state_path};
 use crate::retry::{Backoff, Jitter};
-use crate::size::format_size;
 use crate::sources::{MirrorProbe, Source, Sources, probe_mirrors};
-use crate::store::{OutputLock, PartFile, WriteMode, free_space, parent_dir};
+use crate::store::{PartFile, WriteMode};
 use crate::verify::HashFollower;
 use crate::{commit, resume, reuse, transport};
 
@@ -273,7 +273,7 @@ pub(crate) fn parse_url(raw: &str) -> Result<Url> {
     Ok(url)
 }
 
-fn cancelled() -> Error {
+pub(crate) fn cancelled() -> Error {
     Error::new(
         ErrorKind::Cancelled,
         "cancelled; partial data kept for resume",
@@ -379,9 +379,15 @@ impl Download {
         let client = transport::client(&self.config)?;
         let part_path = part_path(&self.output);
         let state_path = state_path(&self.output);
-        let _lock = match self.lock_output(started).await? {
-            Locked::Ours(lock) => lock,
-            Locked::Published(outcome) => return Ok(outcome),
+        let claim = Claim {
+            output: &self.output,
+            expected: self.sha256,
+            cancel: &self.cancel,
+            started,
+        };
+        let _lock = match claim.take(&|event| self.emit(event)).await? {
+            Claimed::Ours(lock) => lock,
+            Claimed::Published(outcome) => return Ok(outcome),
         };
         let mut restarts = 0;
         let mut fresh = false;
@@ -427,52 +433,6 @@ impl Download {
             let _ = std::fs::remove_file(&state_path);
             let _ = std::fs::remove_file(&part_path);
         }
-    }
-
-    /// Takes the output's lock, so that two downloads (processes, or two
-    /// [`Download`]s in one) never write one part file. When another holds
-    /// it, waits for it; if the other published the output meanwhile, that
-    /// file is the outcome (its hash checked when one is expected).
-    async fn lock_output(&self, started: Instant) -> Result<Locked> {
-        let lock_path = crate::resume::lock_path(&self.output);
-        let io_err = |e| Error::io(format!("cannot lock {}", lock_path.display()), e);
-        if let Some(lock) = OutputLock::try_acquire(&lock_path).map_err(io_err)? {
-            return Ok(Locked::Ours(lock));
-        }
-        // What was at the output before: a file that is there afterwards and
-        // is another file was published by the download we waited for.
-        let before = std::fs::symlink_metadata(&self.output).ok();
-        self.emit(Event::Notice {
-            message: format!(
-                "another download is writing {}; waiting for it to finish",
-                self.output.display()
-            ),
-        });
-        let lock = loop {
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                () = self.cancel.cancelled() => return Err(cancelled()),
-            }
-            if let Some(lock) = OutputLock::try_acquire(&lock_path).map_err(io_err)? {
-                break lock;
-            }
-        };
-        let published = std::fs::symlink_metadata(&self.output).is_ok_and(|now| {
-            now.is_file()
-                && before
-                    .as_ref()
-                    .is_none_or(|before| !crate::sys::same_file(before, &now))
-        });
-        if published {
-            let found = match self.sha256 {
-                Some(expected) => reuse::already_present(&self.output, expected, started).await?,
-                None => reuse::published(&self.output, started).await?,
-            };
-            if let Some(outcome) = found {
-                return Ok(Locked::Published(outcome));
-            }
-        }
-        Ok(Locked::Ours(lock))
     }
 
     /// The probe, retried like any range: the same backoff, counted in the
@@ -552,8 +512,18 @@ impl Download {
             ranges: remote.ranges,
             resumed_bytes,
         });
-        self.say_what_protects(&remote, &first);
-        let part = self.open_part(part_path, resume.is_some(), remote.total, state_path)?;
+        for message in crate::probe::notices(&remote, &first, self.sha256.is_some()) {
+            self.emit(Event::Notice { message });
+        }
+        if resume.is_none() {
+            let _ = std::fs::remove_file(state_path);
+        }
+        let part = open_part(
+            part_path,
+            self.config.write_mode,
+            resume.is_none().then_some(remote.total),
+            &|event| self.emit(event),
+        )?;
         let done = resume.as_ref().map(|j| j.done.clone()).unwrap_or_default();
         let hasher = start_hasher(&part)?;
         hasher.advance(done.prefix_end());
@@ -668,33 +638,6 @@ impl Download {
         })
     }
 
-    /// One-line notices about what the probe found that changes what the
-    /// user can rely on: no validator, no ranges, an encoded body.
-    fn say_what_protects(&self, remote: &Remote, first: &FirstBody) {
-        let url = redact_url(&remote.url);
-        let notice = |message: String| self.emit(Event::Notice { message });
-        match first {
-            FirstBody::Encoded(_, coding) | FirstBody::Refetch(Some(coding)) => notice(format!(
-                "{url} sends the file {coding}-encoded although identity was asked for; downloading it as one stream and decoding it (the SHA-256 is of the decoded bytes)"
-            )),
-            FirstBody::Whole(_) => notice(format!(
-                "{url} does not serve byte ranges; downloading it as one stream, which an interruption restarts from the beginning"
-            )),
-            FirstBody::Refetch(None) => notice(format!(
-                "{url} serves ranges but does not say how large the file is; downloading it as one stream"
-            )),
-            FirstBody::Partial(..) | FirstBody::Empty => {}
-        }
-        if remote.validator.is_empty()
-            && self.sha256.is_none()
-            && !matches!(first, FirstBody::Empty)
-        {
-            notice(format!(
-                "{url} sends no ETag or Last-Modified, so a change to the file during the download cannot be detected; --sha256 is what protects the file"
-            ));
-        }
-    }
-
     fn fetch_policy(&self) -> FetchPolicy {
         FetchPolicy {
             retries: self.config.retries,
@@ -709,66 +652,6 @@ impl Download {
             expected_hash: self.sha256.is_some(),
         }
     }
-
-    /// Opens the part file; unless resuming, empties it, drops any old
-    /// journal and reserves space for `total` bytes.
-    fn open_part(
-        &self,
-        part_path: &Path,
-        resuming: bool,
-        total: Option<u64>,
-        state_path: &Path,
-    ) -> Result<PartFile> {
-        let io_err = |what: &str, e| Error::io(format!("cannot {what} {}", part_path.display()), e);
-        let part = match PartFile::open(part_path, self.config.write_mode) {
-            Err(error) if crate::sys::is_symlink_refusal(&error) && is_symlink(part_path) => {
-                // Never written through: the link goes (its target stays
-                // untouched) and the engine makes its own file.
-                self.emit(Event::Notice {
-                    message: format!(
-                        "{} was a symbolic link; replaced it with a new part file (the link's target is untouched)",
-                        part_path.display()
-                    ),
-                });
-                std::fs::remove_file(part_path).map_err(|e| io_err("remove the link", e))?;
-                PartFile::open(part_path, self.config.write_mode)
-            }
-            other => other,
-        }
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::InvalidInput {
-                Error::new(
-                    ErrorKind::Io,
-                    format!(
-                        "{} exists and is not a regular file; remove it or choose another output",
-                        part_path.display()
-                    ),
-                )
-            } else {
-                io_err("create", e)
-            }
-        })?;
-        if !resuming {
-            let _ = std::fs::remove_file(state_path);
-            part.set_len(0).map_err(|e| io_err("truncate", e))?;
-            if let Some(total) = total {
-                reserve_space(&part, total)?;
-            }
-        }
-        Ok(part)
-    }
-}
-
-/// What [`Download::lock_output`] found.
-enum Locked {
-    /// The lock is ours: download.
-    Ours(OutputLock),
-    /// Another download published the output while we waited.
-    Published(Outcome),
-}
-
-fn is_symlink(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
 /// The journal's fixed fields for this remote; checkpoints fill in the rest.
@@ -795,41 +678,6 @@ fn start_hasher(part: &PartFile) -> Result<HashFollower> {
         .reader()
         .map_err(|e| Error::io(format!("cannot open {}", part.path().display()), e))?;
     HashFollower::start(reader, None).map_err(|e| Error::io("cannot start the hasher thread", e))
-}
-
-/// Checks free space and preallocates the part file, so a full disk fails
-/// before the download rather than half-way.
-fn reserve_space(part: &PartFile, total: u64) -> Result<()> {
-    let dir = parent_dir(part.path());
-    let allocated = part.allocated().unwrap_or(0);
-    let needed = total.saturating_sub(allocated);
-    if let Ok(free) = free_space(dir)
-        && needed > free
-    {
-        return Err(Error::new(
-            ErrorKind::Io,
-            format!(
-                "not enough disk space in {}: needs {}, {} free",
-                dir.display(),
-                format_size(needed),
-                format_size(free)
-            ),
-        ));
-    }
-    part.preallocate(total).map_err(|e| {
-        if crate::sys::is_disk_full(&e) {
-            Error::io(
-                format!(
-                    "not enough disk space in {}: needs {}",
-                    dir.display(),
-                    format_size(needed)
-                ),
-                e,
-            )
-        } else {
-            Error::io(format!("cannot allocate {}", part.path().display()), e)
-        }
-    })
 }
 
 pub(crate) fn seed() -> u64 {

@@ -92,8 +92,9 @@ mod fetch;
 mod stream;
 // Progress events.
 mod progress;
-// Stage 4: the part file.
+// Stage 4: the part file, and the claim on the output.
 mod store;
+mod claim;
 // Stage 5: streaming SHA-256.
 mod verify;
 // The journal's checkpoints and the resume decision.

@@ -13,7 +13,7 @@ use reqwest::{Client, Response, StatusCode, Url};
 
 pub use crate::admit::Validator;
 use crate::admit::{Refusal, content_coding, content_range};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, redact_url};
 use crate::header::parse_content_length;
 use crate::range::{ByteRange, format_range_header, parse_content_range};
 use crate::transport::{header_str, send_within, status_error};
@@ -51,6 +51,32 @@ pub(crate) enum FirstBody {
     Refetch(Option<String>),
     /// The file is empty (`416` with `bytes */0`, or a `200` of length 0).
     Empty,
+}
+
+/// One-line notices about what the probe found that changes what the
+/// user can rely on: no validator, no ranges, an encoded body.
+pub(crate) fn notices(remote: &Remote, first: &FirstBody, expected_hash: bool) -> Vec<String> {
+    let url = redact_url(&remote.url);
+    let mut notices = Vec::new();
+    let mut notice = |message: String| notices.push(message);
+    match first {
+        FirstBody::Encoded(_, coding) | FirstBody::Refetch(Some(coding)) => notice(format!(
+            "{url} sends the file {coding}-encoded although identity was asked for; downloading it as one stream and decoding it (the SHA-256 is of the decoded bytes)"
+        )),
+        FirstBody::Whole(_) => notice(format!(
+            "{url} does not serve byte ranges; downloading it as one stream, which an interruption restarts from the beginning"
+        )),
+        FirstBody::Refetch(None) => notice(format!(
+            "{url} serves ranges but does not say how large the file is; downloading it as one stream"
+        )),
+        FirstBody::Partial(..) | FirstBody::Empty => {}
+    }
+    if remote.validator.is_empty() && !expected_hash && !matches!(first, FirstBody::Empty) {
+        notice(format!(
+            "{url} sends no ETag or Last-Modified, so a change to the file during the download cannot be detected; --sha256 is what protects the file"
+        ));
+    }
+    notices
 }
 
 /// Sends the probe: a GET for `[0, first_len)`.

@@ -158,51 +158,6 @@ impl PartFile {
     }
 }
 
-/// The lock of one output: `<out>.part.lock`, exclusively locked by the
-/// one download that writes `<out>.part`. Dropping it removes the file and
-/// then releases the lock.
-#[derive(Debug)]
-pub(crate) struct OutputLock {
-    file: File,
-    path: PathBuf,
-}
-
-impl OutputLock {
-    /// Takes the lock at `path` if no one holds it; `None` if someone does.
-    /// A lock won on a file that was meanwhile unlinked by its previous
-    /// holder would exclude no one, so only a lock on the file still at
-    /// `path` counts.
-    pub(crate) fn try_acquire(path: &Path) -> io::Result<Option<Self>> {
-        loop {
-            let file = sys::open_no_follow(path)?;
-            if !sys::lock_exclusive(&file, false)? {
-                return Ok(None);
-            }
-            let held = file.metadata()?;
-            match std::fs::symlink_metadata(path) {
-                Ok(current) if sys::same_file(&current, &held) => {
-                    return Ok(Some(Self {
-                        file,
-                        path: path.to_owned(),
-                    }));
-                }
-                Ok(_) => {}
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => return Err(error),
-            }
-        }
-    }
-}
-
-impl Drop for OutputLock {
-    fn drop(&mut self) {
-        // Unlink while still holding the lock: a waiter that then wins the
-        // old inode sees it is no longer at the path and opens afresh.
-        let _ = std::fs::remove_file(&self.path);
-        let _ = &self.file;
-    }
-}
-
 /// Bytes available to an unprivileged writer on the file system holding
 /// `dir`.
 pub fn free_space(dir: &Path) -> io::Result<u64> {
