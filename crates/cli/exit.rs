@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use rangefetch_core::ErrorKind;
 use serde_json::json;
 
-use crate::render::print_json;
+use crate::render::{print_json, seconds_since_start};
 
 /// Download failed: the network or the server, after the retries.
 pub const DOWNLOAD: u8 = 1;
@@ -92,7 +92,8 @@ fn class_of_code(code: u8) -> &'static str {
 
 fn print_done_failure(code: u8, message: &str, class: &str) {
     print_json(
-        &json!({"event": "done", "ok": false, "exit_code": code, "error": message, "class": class}),
+        &json!({"event": "done", "ok": false, "exit_code": code, "error": message,
+                       "class": class, "t_s": seconds_since_start()}),
     );
 }
 

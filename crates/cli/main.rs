@@ -28,6 +28,7 @@ use crate::exit::Failure;
 use crate::render::Render;
 
 fn main() -> ExitCode {
+    render::start_clock();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => return exit::parse_error(&error, args::asks_for_json(std::env::args_os())),

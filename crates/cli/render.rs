@@ -2,7 +2,7 @@
 //! on stderr, or JSON lines on stdout; and the summary of a finished `get`.
 
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -25,13 +25,27 @@ pub enum Render {
     },
 }
 
+/// The start `t_s` counts from: the first call, which `main` makes before
+/// anything else, so that every JSON line of a run shares one clock.
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// Starts the clock of `t_s` (later calls change nothing) and returns it.
+pub fn start_clock() -> Instant {
+    *STARTED.get_or_init(Instant::now)
+}
+
+/// `t_s`: seconds since [`start_clock`].
+pub fn seconds_since_start() -> f64 {
+    start_clock().elapsed().as_secs_f64()
+}
+
 impl Render {
     /// `color` is false under `NO_COLOR` (settings.rs reads it).
     pub fn new(json: bool, quiet: bool, color: bool) -> Self {
         if json {
             let now = Instant::now();
             return Render::Json {
-                started: now,
+                started: start_clock(),
                 last_progress: Mutex::new(now.checked_sub(Duration::from_secs(1)).unwrap_or(now)),
             };
         }

@@ -227,6 +227,11 @@ fn json_usage_error(args: &[&str]) {
         "summary: {summary}\n{}",
         ran.describe()
     );
+    assert!(
+        summary["t_s"].is_f64(),
+        "every JSON line carries t_s: {summary}\n{}",
+        ran.describe()
+    );
     assert_eq!(
         ran.stdout.lines().count(),
         1,
