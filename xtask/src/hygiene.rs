@@ -1,5 +1,5 @@
 //! Tree hygiene: markers that must never be committed in Rust sources —
-//! skipped or panic-expecting tests and placeholder bodies (STYLE.md, Tests).
+//! skipped or panic-expecting tests and placeholder bodies (docs/STYLE.md, Tests).
 
 use std::fs;
 use std::path::{Path, PathBuf};
