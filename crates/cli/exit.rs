@@ -137,12 +137,32 @@ pub fn local_input(path: &Path, error: io::Error) -> Failure {
     }
 }
 
-/// Cancelled by a signal: the partial data stays for the next run.
+/// Cancelled by a signal. The hint says what a rerun will reuse, which the
+/// files beside the output tell: a journal (`<part>.state`) means a resume;
+/// a part file without one (a server without byte ranges, one stream) is
+/// nothing a rerun can continue from.
 pub fn interrupted(part: &Path) -> Failure {
-    Failure::new(INTERRUPTED, anyhow::anyhow!("interrupted")).hint(format!(
-        "partial data is kept in {}; run the same command again to resume",
-        part.display()
+    let mut journal = part.as_os_str().to_owned();
+    journal.push(".state");
+    let failure = Failure::new(INTERRUPTED, anyhow::anyhow!("interrupted"));
+    failure.hint(interrupted_hint(
+        part,
+        Path::new(&journal).is_file(),
+        part.exists(),
     ))
+}
+
+fn interrupted_hint(part: &Path, journal: bool, part_exists: bool) -> String {
+    let part = part.display();
+    if journal {
+        format!("partial data is kept in {part}; run the same command again to resume")
+    } else if part_exists {
+        format!(
+            "nothing can be resumed: the download was one stream (the server serves no byte ranges), so running the command again starts from the beginning; {part} is not reused"
+        )
+    } else {
+        "nothing was downloaded yet; running the command again starts from the beginning".to_owned()
+    }
 }
 
 /// Maps an engine error to an exit code and a hint. `proxy` is the proxy
@@ -179,6 +199,9 @@ pub fn from_core(error: rangefetch_core::Error, proxy: Option<&str>) -> Failure 
         (ErrorKind::HttpStatus(_), Some(403 | 401)) => {
             failure.hint("the server refused access; a signed URL may have expired")
         }
+        _ if kind == ErrorKind::Network && failure.message().contains("offers no HTTP/1.1") => failure.hint(
+            "the server (or a proxy in front of it) accepts HTTP/2 only; rangefetch fetches over HTTP/1.1: ask for HTTP/1.1 to be enabled, or use another mirror",
+        ),
         _ if certificate => failure.hint("pass --ca-cert PEM for a private CA or a TLS-inspecting proxy"),
         _ if retryable_network => match proxy {
             Some(proxy) => failure.hint(format!("the download went through proxy {proxy}; check that it is reachable")),
@@ -230,6 +253,22 @@ mod tests {
         let missing = io::Error::new(io::ErrorKind::NotFound, "no such file");
         let failure = local_input(Path::new("absent"), missing);
         assert_eq!((failure.code, failure.class()), (IO, "io"));
+    }
+
+    #[test]
+    fn the_interrupt_hint_says_what_a_rerun_reuses() {
+        let part = Path::new("img.bin.part");
+        assert!(
+            interrupted_hint(part, true, true).contains("run the same command again to resume")
+        );
+        let single_stream = interrupted_hint(part, false, true);
+        assert!(
+            single_stream.contains("nothing can be resumed"),
+            "{single_stream}"
+        );
+        assert!(!single_stream.contains("to resume"), "{single_stream}");
+        let nothing = interrupted_hint(part, false, false);
+        assert!(nothing.contains("nothing was downloaded yet"), "{nothing}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod cache;
 mod faults;
 // Integrity: never wrong bytes with exit 0 — validators, encodings, framing, own files.
 mod integrity;
+mod interop; // real servers and caches from Debian packages, and the quirks they showed
 // Get: `get`, `hash` and `verify` against the fault-free test server, and the exit codes.
 mod get;
 // JSON: the `--json` event lines and summary, completions, and no colour on a pipe.

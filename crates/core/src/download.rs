@@ -487,9 +487,9 @@ impl Download {
             .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "no URL given"))?;
         let counters = Arc::new(Counters::default());
         // With a journal on disk the first chunk is probably written already:
-        // probe with one byte instead of a chunk that would be thrown away.
+        // probe with two bytes instead of a chunk that would be thrown away.
         let probe_len = if !fresh && state_path.exists() {
-            1
+            crate::probe::SMALL_PROBE_LEN
         } else {
             self.config.chunk_size
         };

@@ -267,7 +267,13 @@ impl Fetcher {
                 _ = tick.tick() => {
                     let pending = !fetcher.plan().pending().is_empty();
                     let bytes = fetcher.counters.bytes.load(Ordering::Relaxed);
-                    match growth.observe(Instant::now(), bytes, pending) {
+                    // A server pushing back (429, 503) shrinks the pool.
+                    let resize = if fetcher.pool.take_pushbacks() > 0 {
+                        growth.pushback(Instant::now())
+                    } else {
+                        growth.observe(Instant::now(), bytes, pending)
+                    };
+                    match resize {
                         Resize::Hold => {}
                         Resize::GrowTo(target) => {
                             fetcher.pool.set_desired(target);
@@ -342,6 +348,10 @@ impl Fetcher {
                 // link doing its best, not a sign the range cannot be had.
                 failures = 0;
             }
+            let pushback = matches!(error.kind(), ErrorKind::HttpStatus(429 | 503));
+            if pushback {
+                self.pool.pushed_back();
+            }
             if error.kind() == ErrorKind::HttpStatus(403) && self.re_resolve(source_idx).await {
                 continue;
             }
@@ -383,6 +393,12 @@ impl Fetcher {
             debug!(range = %still_wanted, attempt = failures, error = %error, ?delay, "retrying");
             self.emit(Event::retry(still_wanted, failures, &error, delay));
             tokio::time::sleep(delay).await;
+            if pushback && self.pool.is_surplus() {
+                // The pool shrank while this connection waited: its range
+                // goes back to the plan, and the worker closes.
+                self.plan().release(id);
+                return Ok(());
+            }
         }
     }
 
@@ -396,7 +412,8 @@ impl Fetcher {
         {
             return false;
         }
-        match probe(&self.client, &source.original, 1, self.policy.stall_timeout).await {
+        let small = crate::probe::SMALL_PROBE_LEN;
+        match probe(&self.client, &source.original, small, self.policy.stall_timeout).await {
             Ok((remote, _))
                 if remote.total == self.total
                     && source

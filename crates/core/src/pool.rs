@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct Pool {
     live: AtomicUsize,
     desired: AtomicUsize,
+    /// Answers that pushed back (429, 503) since [`Growth`] last looked.
+    pushbacks: AtomicUsize,
 }
 
 impl Pool {
@@ -41,6 +43,23 @@ impl Pool {
     pub(crate) fn left(&self) {
         self.live.fetch_sub(1, Ordering::Relaxed);
     }
+
+    /// Whether more connections run than should: a connection that was
+    /// pushed back then gives its range back and closes.
+    pub(crate) fn is_surplus(&self) -> bool {
+        self.live.load(Ordering::Relaxed) > self.desired.load(Ordering::Relaxed)
+    }
+
+    /// A connection met a server pushing back (429 Too Many Requests, 503
+    /// Service Unavailable).
+    pub(crate) fn pushed_back(&self) {
+        self.pushbacks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many pushbacks came since the last call.
+    pub(crate) fn take_pushbacks(&self) -> usize {
+        self.pushbacks.swap(0, Ordering::Relaxed)
+    }
 }
 
 /// Decides how many connections to keep open. Every `WINDOW` it compares
@@ -56,6 +75,11 @@ impl Pool {
 /// On a fast link more connections only cost CPU, on a per-connection-capped
 /// link they multiply throughput; this finds out which link it is on within
 /// a few windows.
+///
+/// A server that pushes back (429, 503, whatever its `Retry-After`) is
+/// asking for fewer connections, not for patience: growth stops for good,
+/// and the pool halves (at most once per window, never below one) for as
+/// long as the pushback lasts, then holds that count (see [`Growth::pushback`]).
 #[derive(Debug)]
 pub(crate) struct Growth {
     connections: usize,
@@ -64,6 +88,8 @@ pub(crate) struct Growth {
     window_start: Option<(Instant, u64)>,
     before_change: Option<(usize, f64)>,
     settled: bool,
+    /// When the pool last halved for a pushback.
+    last_pushback: Option<Instant>,
 }
 
 /// What [`Growth`] wants done with the pool.
@@ -102,7 +128,29 @@ impl Growth {
             window_start: None,
             before_change: None,
             settled: connections >= ceiling,
+            last_pushback: None,
         }
+    }
+
+    /// The server pushed back (429, 503): never grow again, and halve the
+    /// pool (floor 1) unless it already halved within the last window, so
+    /// that one burst of refusals, seen by every connection at once, counts
+    /// once.
+    pub(crate) fn pushback(&mut self, now: Instant) -> Resize {
+        self.settled = true;
+        if self
+            .last_pushback
+            .is_some_and(|last| now.duration_since(last) < self.window)
+        {
+            return Resize::Hold;
+        }
+        self.last_pushback = Some(now);
+        let halved = (self.connections / 2).max(1);
+        if halved == self.connections {
+            return Resize::Hold;
+        }
+        self.connections = halved;
+        Resize::ShrinkTo(halved)
     }
 
     /// Feeds a sample of total bytes written; `pending` says whether work is
@@ -226,6 +274,43 @@ mod tests {
         // Throughput grows, but sub-linearly, up to a shared cap of 200 MB/s.
         let (_, connections) = simulate(2, 64, |n| (n as f64 * 30e6).min(200e6));
         assert!((4..=16).contains(&connections), "{connections}");
+    }
+
+    #[test]
+    fn pushback_halves_once_per_window_down_to_one_and_stops_growth() {
+        let window = Growth::MIN_WINDOW;
+        let mut growth = Growth::new(8, 16, window);
+        let start = Instant::now();
+        // Every connection sees the burst at once: one halving.
+        assert_eq!(growth.pushback(start), Resize::ShrinkTo(4));
+        assert_eq!(growth.pushback(start + window / 2), Resize::Hold);
+        assert_eq!(growth.pushback(start + window), Resize::ShrinkTo(2));
+        assert_eq!(growth.pushback(start + window * 2), Resize::ShrinkTo(1));
+        assert_eq!(growth.pushback(start + window * 3), Resize::Hold);
+        // Throughput that would have quadrupled the pool no longer grows it.
+        let mut now = start + window * 4;
+        let mut bytes = 0;
+        for _ in 0..6 {
+            assert_eq!(growth.observe(now, bytes, true), Resize::Hold);
+            now += window;
+            bytes += 100_000_000;
+        }
+    }
+
+    #[test]
+    fn the_pool_counts_pushbacks_and_surplus() {
+        let pool = Pool::default();
+        pool.set_desired(2);
+        for _ in 0..3 {
+            pool.joined();
+        }
+        assert!(pool.is_surplus());
+        pool.pushed_back();
+        pool.pushed_back();
+        assert_eq!(pool.take_pushbacks(), 2);
+        assert_eq!(pool.take_pushbacks(), 0);
+        assert!(pool.leave_if_surplus());
+        assert!(!pool.is_surplus());
     }
 
     #[test]

@@ -18,6 +18,14 @@ use crate::header::parse_content_length;
 use crate::range::{ByteRange, format_range_header, parse_content_range};
 use crate::transport::{header_str, send_within, status_error};
 
+/// How much a probe asks for when its body is not wanted (a resume, a
+/// mirror, a renewed redirect): two bytes, `bytes=0-1`, never `bytes=0-0`.
+/// busybox httpd reads a last position of 0 as "no last position" and
+/// answers `bytes=0-0` with the whole file (some builds with `200`, which
+/// reads as "no ranges here": the mirror dropped, the journal thrown away);
+/// every server handles a range that ends after byte 0.
+pub(crate) const SMALL_PROBE_LEN: u64 = 2;
+
 /// The remote file as the probe found it.
 #[derive(Clone, Debug)]
 pub struct Remote {

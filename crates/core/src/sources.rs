@@ -11,7 +11,7 @@ use tracing::warn;
 
 use crate::error::{Error, redact_url};
 use crate::event::{Event, EventSink};
-use crate::probe::{Validator, probe};
+use crate::probe::{SMALL_PROBE_LEN, Validator, probe};
 use crate::retry::Jitter;
 
 /// Which `If-Range` form a source gets. Some CDNs answer `200` to an ETag
@@ -210,7 +210,7 @@ pub(crate) async fn probe_mirrors(
             (
                 idx,
                 mirror.clone(),
-                probe(&client, &mirror, 1, timeout).await,
+                probe(&client, &mirror, SMALL_PROBE_LEN, timeout).await,
             )
         });
     }

@@ -132,7 +132,11 @@ pub(crate) fn network_error(error: reqwest::Error, url: &Url) -> Error {
     if certificate {
         message = "TLS certificate not trusted".to_owned();
     }
-    let permanent = certificate || error.is_redirect() || error.is_builder();
+    let http2_only = offers_no_http1(&chain);
+    if http2_only {
+        message = "the server offers no HTTP/1.1 (it speaks only HTTP/2); rangefetch fetches ranges over HTTP/1.1 connections".to_owned();
+    }
+    let permanent = certificate || http2_only || error.is_redirect() || error.is_builder();
     // The URL is in our own context already, credential-free; reqwest's copy
     // of it would repeat it and could carry a password.
     let engine = Error::new(ErrorKind::Network, message)
@@ -143,6 +147,22 @@ pub(crate) fn network_error(error: reqwest::Error, url: &Url) -> Error {
     } else {
         engine
     }
+}
+
+/// Whether a transport failure says the server would not speak HTTP/1.1:
+/// TLS refused for want of a common ALPN protocol (we offer `http/1.1`
+/// only), a server that picked one we did not offer, or a cleartext
+/// server that answered with the HTTP/2 preface.
+fn offers_no_http1(chain: &str) -> bool {
+    [
+        "NoApplicationProtocol",
+        "no application protocol",
+        "no_application_protocol",
+        "SelectedUnofferedApplicationProtocol",
+        "HTTP2 preface",
+    ]
+    .iter()
+    .any(|needle| chain.contains(needle))
 }
 
 fn error_chain_text(error: &(dyn std::error::Error + 'static)) -> String {
@@ -196,4 +216,30 @@ pub async fn fetch_text(url: &str, config: &Config, limit: usize) -> Result<Stri
         body.extend_from_slice(&chunk);
     }
     Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alpn_refusal_or_an_h2_preface_means_no_http1() {
+        // rustls's texts for a server whose ALPN list lacks `http/1.1`, and
+        // for one that picked a protocol we did not offer; hyper's for an
+        // HTTP/2 preface where an HTTP/1.1 status line should be.
+        for chain in [
+            "client error (Connect) received fatal alert: NoApplicationProtocol AlertReceived(NoApplicationProtocol)",
+            "peer misbehaved: SelectedUnofferedApplicationProtocol",
+            "invalid HTTP version parsed (found HTTP2 preface)",
+        ] {
+            assert!(offers_no_http1(chain), "{chain}");
+        }
+        for chain in [
+            "tcp connect error: Connection refused (os error 111)",
+            "invalid peer certificate: UnknownIssuer",
+            "received fatal alert: HandshakeFailure",
+        ] {
+            assert!(!offers_no_http1(chain), "{chain}");
+        }
+    }
 }
