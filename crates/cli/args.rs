@@ -70,6 +70,10 @@ pub struct GetArgs {
     /// Largest total size of the cache; least recently used files are evicted beyond it.
     #[arg(long, value_name = "SIZE", value_parser = parse_any_size)]
     pub cache_max_size: Option<u64>,
+    /// Take the expected hash from the server's Repr-Digest, Digest or
+    /// X-Linked-ETag header when none is given.
+    #[arg(long)]
+    pub trust_server_digest: bool,
     /// JSON lines on stdout: progress events, then one summary object.
     #[arg(long)]
     pub json: bool,

@@ -95,9 +95,15 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
     if let Some(output) = &args.output {
         builder = builder.output(output.clone());
     }
-    if let Some(hash) =
-        checksum_file::for_url(&args.expected, &args.urls[0], &settings.config).await?
-    {
+    let render = Arc::new(Render::new(args.json, args.quiet, settings::color()));
+    let mut provenance = render::Provenance::default();
+    let mut expected =
+        checksum_file::for_url(&args.expected, &args.urls[0], &settings.config).await?;
+    if expected.is_none() && args.trust_server_digest {
+        expected = trusted_server_digest(&args.urls[0], &settings, &render).await?;
+        provenance.from_server_digest = expected.is_some();
+    }
+    if let Some(hash) = expected {
         builder = builder.sha256(hash);
     }
     if let Some(dir) = &settings.cache_dir {
@@ -106,7 +112,6 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::new(exit::IO, e))?;
         builder = builder.cache(cache);
     }
-    let render = Arc::new(Render::new(args.json, args.quiet, settings::color()));
     let sink = Arc::clone(&render);
     let cancel = CancelToken::new();
     let download = builder
@@ -135,8 +140,33 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
         ErrorKind::Cancelled => exit::interrupted(&part),
         _ => exit::from_core(e, settings.proxy_shown.as_deref()),
     })?;
-    render.done(&outcome);
+    render.done(&outcome, &provenance);
     Ok(())
+}
+
+/// `--trust-server-digest` without an expected hash: the digest the server
+/// states for the file becomes the expected hash, learnt before the
+/// download so that an output in place or a cached copy is recognised.
+async fn trusted_server_digest(
+    url: &str,
+    settings: &settings::GetSettings,
+    render: &Render,
+) -> Result<Option<Sha256Hex>, Failure> {
+    let digest = rangefetch_core::server_digest(url, &settings.config)
+        .await
+        .map_err(|e| exit::from_core(e, settings.proxy_shown.as_deref()))?;
+    let message = match &digest {
+        Some(digest) => format!(
+            "taking sha256 {} from the server's {} header as the expected hash (--trust-server-digest)",
+            digest.sha256, digest.header
+        ),
+        None => {
+            "--trust-server-digest: the server states no digest of the file, so it is not verified"
+                .to_owned()
+        }
+    };
+    render.event(&rangefetch_core::Event::Notice { message });
+    Ok(digest.map(|digest| digest.sha256))
 }
 
 /// Hashes local files off the async runtime.

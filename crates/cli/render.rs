@@ -6,7 +6,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rangefetch_core::{Event, Outcome};
+use rangefetch_core::{Event, Outcome, ServerDigest};
 use serde_json::json;
 
 /// How progress is shown.
@@ -22,7 +22,21 @@ pub enum Render {
     Json {
         started: Instant,
         last_progress: Mutex<Instant>,
+        /// The digest the server stated, for the summary.
+        server_digest: Mutex<Option<ServerDigest>>,
     },
+}
+
+/// Where the expected hash came from, for the `--json` summary: the key
+/// that signed the checksum file, if one did.
+#[derive(Clone, Debug, Default)]
+pub struct Provenance {
+    /// Fingerprint (hex) of the key whose signature verified.
+    pub signed_by: Option<String>,
+    /// The signed file (a checksum file's path or URL).
+    pub signed_file: Option<String>,
+    /// The expected hash was the server's own digest (`--trust-server-digest`).
+    pub from_server_digest: bool,
 }
 
 /// The start `t_s` counts from: the first call, which `main` makes before
@@ -47,6 +61,7 @@ impl Render {
             return Render::Json {
                 started: start_clock(),
                 last_progress: Mutex::new(now.checked_sub(Duration::from_secs(1)).unwrap_or(now)),
+                server_digest: Mutex::new(None),
             };
         }
         if quiet {
@@ -112,6 +127,7 @@ impl Render {
             Render::Json {
                 started,
                 last_progress: last,
+                server_digest,
             } => {
                 let mut line = match event {
                     Event::Progress {
@@ -162,6 +178,16 @@ impl Render {
                     Event::MirrorDropped { url, reason } => {
                         json!({"event": "mirror-dropped", "url": url, "reason": reason})
                     }
+                    Event::ServerDigest { sha256, header } => {
+                        *server_digest
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            Some(ServerDigest {
+                                sha256: *sha256,
+                                header: *header,
+                            });
+                        return;
+                    }
                     _ => return,
                 };
                 if let Some(object) = line.as_object_mut() {
@@ -176,14 +202,28 @@ impl Render {
     /// figures on stderr (not with `--quiet`) and, always, `<hex>  <path>`
     /// on stdout: a hash even without an expected one (docs/CONTRACT.md,
     /// guarantee 4).
-    pub fn done(&self, outcome: &Outcome) {
-        if let Render::Json { started, .. } = self {
+    pub fn done(&self, outcome: &Outcome, provenance: &Provenance) {
+        if let Render::Json {
+            started,
+            server_digest,
+            ..
+        } = self
+        {
+            let server_digest = *server_digest
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let server_digest = server_digest.map(|digest| {
+                json!({"sha256": digest.sha256.to_string(), "header": digest.header.name()})
+            });
             print_json(&json!({
                 "event": "done", "ok": true, "path": outcome.path, "bytes": outcome.bytes,
                 "sha256": outcome.sha256.to_string(), "verified": outcome.verified,
                 "elapsed_s": outcome.elapsed.as_secs_f64(), "retries": outcome.retries,
                 "resumed_bytes": outcome.resumed_bytes, "connections": outcome.connections,
                 "already_present": outcome.already_present, "from_cache": outcome.from_cache,
+                "server_digest": server_digest, "signed_by": provenance.signed_by,
+                "signed_file": provenance.signed_file,
+                "hash_from_server_digest": provenance.from_server_digest,
                 "t_s": started.elapsed().as_secs_f64(),
             }));
             return;

@@ -9,6 +9,9 @@
 use std::time::{Duration, SystemTime};
 
 use rangefetch_core::file_name_from_url;
+use rangefetch_core::internals::{
+    format_repr_digest, parse_linked_etag, parse_repr_digest, parse_rfc3230_digest,
+};
 use rangefetch_core::internals::Journal;
 use rangefetch_core::internals::sanitize_file_name;
 use rangefetch_core::internals::{format_content_range, parse_content_range};
@@ -166,5 +169,30 @@ pub fn check_journal(data: &[u8]) {
                 "a journal cut at {cut} decoded"
             );
         }
+    }
+}
+
+/// Digest headers (`Repr-Digest`, `Digest`, `X-Linked-ETag`): no panics;
+/// every digest found formats back to a `Repr-Digest` that states it alone,
+/// and appending that member to the input finds it too.
+pub fn check_digest(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let found: Vec<Sha256Hex> = parse_repr_digest(&text)
+        .into_iter()
+        .chain(parse_rfc3230_digest(&text))
+        .chain(parse_linked_etag(&text))
+        .collect();
+    for digest in found {
+        let value = format_repr_digest(&digest);
+        assert_eq!(parse_repr_digest(&value), vec![digest], "{value:?}");
+        assert_eq!(Sha256Hex::parse(&digest.to_string()), Ok(digest));
+    }
+    if !text.contains([':', ';']) {
+        let zero = Sha256Hex::from_bytes([0; 32]);
+        let appended = format!("{text}, {}", format_repr_digest(&zero));
+        assert!(
+            parse_repr_digest(&appended).contains(&zero),
+            "{appended:?} lost its last member"
+        );
     }
 }

@@ -24,3 +24,5 @@ mod proxy;
 mod resume;
 // TLS: HTTPS against nginx with a private CA.
 mod tls;
+// Trust: server digests checked at the probe, signed checksum files.
+mod trust;

@@ -498,6 +498,9 @@ impl Download {
             () = self.cancel.cancelled() => return Err(cancelled()),
         };
         debug!(url = %redact_url(&remote.url), total = ?remote.total, ranges = remote.ranges, "probed");
+        // A digest the server states must agree before any body beyond the
+        // probe's is fetched; without an expected hash the file is held to it.
+        let expected = crate::digest::at_probe(self.sha256, &remote, &|event| self.emit(event))?;
         let resume = if fresh {
             None
         } else {
@@ -618,7 +621,7 @@ impl Download {
         let (written, peak_connections) = result?;
         self.emit(Event::Downloaded { bytes: written });
         let digest = commit::finish_hash(&fetcher, written).await?;
-        commit::check_expected(digest, self.sha256, part_path, state_path, url)?;
+        commit::check_expected(digest, expected, part_path, state_path, url)?;
         self.emit(Event::Verified {
             sha256: digest,
             against_expected: self.sha256.is_some(),

@@ -77,6 +77,16 @@ pub enum Event {
         /// Whether it was checked against an expected hash.
         against_expected: bool,
     },
+    /// The server stated the file's SHA-256 in a response header
+    /// (`Repr-Digest`, `Digest`, `X-Linked-ETag`), and it agrees with the
+    /// expected hash if one was given; the finished file is checked
+    /// against it.
+    ServerDigest {
+        /// What the server stated.
+        sha256: crate::Sha256Hex,
+        /// The header it came from.
+        header: crate::DigestHeader,
+    },
     /// All bytes are written; only hashing of the tail remains.
     Downloaded {
         /// Size of the file.

@@ -109,10 +109,12 @@ mod download;
 mod cache;
 mod cancel;
 mod checksums;
+mod digest;
 mod error;
 mod event;
 mod header;
 mod journal;
+mod lookup;
 mod name;
 mod range;
 mod retry;
@@ -125,9 +127,11 @@ pub use cancel::CancelToken;
 pub use checksums::{
     ChecksumEntry, ChecksumLookupError, HashParseError, Sha256Hex, find_checksum, parse_checksums,
 };
+pub use digest::{DigestHeader, ServerDigest};
 pub use download::{Config, Download, DownloadBuilder, Outcome};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventSink};
+pub use lookup::{fetch_bytes, server_digest};
 pub use name::{NameError, file_name_from_url};
 pub use range::ByteRange;
 pub use resume::{part_path, state_path};
@@ -140,6 +144,9 @@ pub use verify::{hash_file, hash_files};
 /// supported API, and may change in any release.
 #[doc(hidden)]
 pub mod internals {
+    pub use crate::digest::{
+        format_repr_digest, parse_linked_etag, parse_repr_digest, parse_rfc3230_digest,
+    };
     pub use crate::header::{
         EntityTag, parse_content_length, parse_etag, parse_http_date, parse_retry_after,
     };

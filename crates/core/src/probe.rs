@@ -41,6 +41,9 @@ pub struct Remote {
     /// request, so a few round trips. Sets how long the engine watches
     /// throughput before it adds connections.
     pub latency: Duration,
+    /// The file's SHA-256 as the response's headers state it (digest.rs):
+    /// usually none, more than one only when they disagree.
+    pub digests: Vec<crate::digest::ServerDigest>,
 }
 
 /// The probe response's body, which the fetch stage consumes.
@@ -98,6 +101,9 @@ pub(crate) async fn probe(
     let mut request = client
         .get(url.clone())
         .header(header::ACCEPT_ENCODING, "identity");
+    for (name, value) in crate::digest::WANT_HEADERS {
+        request = request.header(name, value);
+    }
     if let Some(value) = format_range_header(asked) {
         request = request.header(header::RANGE, value);
     }
@@ -112,6 +118,14 @@ pub(crate) async fn probe(
         ranges,
         validator: Validator::from_headers(headers),
         latency,
+        digests: crate::digest::from_header_map(
+            headers,
+            crate::digest::ResponseKind {
+                status: response.status().as_u16(),
+                total,
+                encoded: content_coding(headers).is_some(),
+            },
+        ),
     };
     let protocol = |message: String| Error::new(ErrorKind::Protocol, message).with_url(&final_url);
     match response.status() {

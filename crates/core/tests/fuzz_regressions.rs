@@ -77,6 +77,11 @@ fn size() {
 }
 
 #[test]
+fn digest() {
+    replay("digest", checks::check_digest);
+}
+
+#[test]
 fn headers() {
     replay("headers", checks::check_headers);
 }
@@ -132,6 +137,7 @@ fn every_fuzz_target_has_saved_inputs() {
         [
             "checksums",
             "content_range",
+            "digest",
             "file_name",
             "headers",
             "journal",
@@ -156,6 +162,7 @@ fn checks_pass_on_well_formed_inputs() {
     checks::check_file_name(b"https://example.com/dir/ubuntu.iso?x=1");
     checks::check_size(b"8MiB");
     checks::check_size(b"4096");
+    checks::check_digest(b"sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:");
     checks::check_headers(b"W/\"abc\"");
     checks::check_headers(b"Sun, 06 Nov 1994 08:49:37 GMT");
     checks::check_headers(b"5, 5");
