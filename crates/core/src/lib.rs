@@ -118,6 +118,8 @@ mod lookup;
 mod name;
 mod range;
 mod retry;
+#[cfg(feature = "openpgp")]
+mod signature;
 mod size;
 // The only `unsafe`.
 mod sys;
@@ -135,6 +137,10 @@ pub use lookup::{fetch_bytes, server_digest};
 pub use name::{NameError, file_name_from_url};
 pub use range::ByteRange;
 pub use resume::{part_path, state_path};
+#[cfg(feature = "openpgp")]
+pub use signature::{
+    Keyring, SignatureError, Signer, is_cleartext, verify_cleartext, verify_detached,
+};
 pub use size::{SizeError, format_size, parse_size};
 pub use store::WriteMode;
 pub use transport::fetch_text;
