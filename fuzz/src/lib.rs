@@ -9,12 +9,12 @@
 use std::time::{Duration, SystemTime};
 
 use rangefetch_core::file_name_from_url;
-use rangefetch_core::internals::{
-    format_repr_digest, parse_linked_etag, parse_repr_digest, parse_rfc3230_digest,
-};
 use rangefetch_core::internals::Journal;
 use rangefetch_core::internals::sanitize_file_name;
 use rangefetch_core::internals::{format_content_range, parse_content_range};
+use rangefetch_core::internals::{
+    format_repr_digest, parse_linked_etag, parse_repr_digest, parse_rfc3230_digest,
+};
 use rangefetch_core::internals::{
     parse_content_length, parse_etag, parse_http_date, parse_retry_after,
 };
@@ -147,28 +147,45 @@ fn assert_safe_name(name: &str) {
 }
 
 /// The resume journal: any input either fails to decode, or decodes to a
-/// journal that re-encodes to exactly the same bytes (so nothing in a
-/// journal is silently dropped or rewritten), whose ranges lie inside the
-/// file, and whose hash state covers only written bytes.
+/// journal that re-encodes to a journal decoding to itself (nothing read is
+/// silently changed), whose blocks are disjoint and inside the file, and
+/// whose hash states lie inside the file. A cut inside the header is
+/// rejected; a cut among the appended lines keeps a prefix of them.
 pub fn check_journal(data: &[u8]) {
     let Ok(journal) = Journal::decode(data) else {
         return;
     };
+    let encoded = journal.encode();
+    let whole = Journal {
+        torn: false,
+        ..journal.clone()
+    };
     assert_eq!(
-        journal.encode(),
-        data,
-        "a decoded journal re-encodes differently"
+        Journal::decode(&encoded).as_ref(),
+        Ok(&whole),
+        "a decoded journal re-encodes to another journal"
     );
-    assert!(journal.done.ranges().iter().all(|r| r.end <= journal.total));
-    assert!(journal.hashed <= journal.done.prefix_end());
-    // Any truncation of a valid journal is rejected.
-    for cut in [0, data.len() / 2, data.len().saturating_sub(1)] {
-        if cut < data.len() {
-            assert!(
-                Journal::decode(&data[..cut]).is_err(),
-                "a journal cut at {cut} decoded"
-            );
-        }
+    let mut covered = 0;
+    for block in &journal.blocks {
+        assert!(block.range.start < block.range.end && block.range.end <= journal.total);
+        covered += block.range.len();
+    }
+    assert_eq!(covered, journal.done().covered(), "blocks overlap");
+    assert!(
+        journal
+            .hash_points
+            .iter()
+            .all(|p| p.hashed <= journal.total)
+    );
+    let header = journal.encode_header().len();
+    for cut in [0, header / 2, header.saturating_sub(1)] {
+        assert!(
+            Journal::decode(&encoded[..cut]).is_err(),
+            "a journal whose header is cut at {cut} decoded"
+        );
+    }
+    if let Ok(prefix) = Journal::decode(&encoded[..(header + encoded.len()) / 2]) {
+        assert_eq!(prefix.blocks[..], journal.blocks[..prefix.blocks.len()]);
     }
 }
 

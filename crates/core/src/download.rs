@@ -23,12 +23,13 @@ use crate::plan::{Scheduler, TakeOver};
 use crate::pool::{Growth, Pool};
 use crate::probe::{FirstBody, Remote, probe};
 use crate::progress::{Counters, Ticker};
-use crate::range::{ByteRange, RangeSet};
-use crate::resume::{Checkpointer, part_path, state_path};
+use crate::range::ByteRange;
+use crate::resume::{Checked, JournalWriter, part_path, state_path};
 use crate::retry::{Backoff, Jitter};
+use crate::size::format_size;
 use crate::sources::{MirrorProbe, Source, Sources, probe_mirrors};
 use crate::store::{PartFile, WriteMode};
-use crate::verify::HashFollower;
+use crate::verify::{HashFollower, HashProgress};
 use crate::{commit, resume, reuse, transport};
 
 /// Tunables of a download. Every field has a sensible default.
@@ -58,10 +59,6 @@ pub struct Config {
     pub ca_certs_pem: Vec<Vec<u8>>,
     /// How often a changed remote may restart the download.
     pub max_restarts: u32,
-    /// How often progress is flushed and recorded for resume (at least; a
-    /// slow device spaces checkpoints out). A `kill -9` loses at most about
-    /// this much transfer time.
-    pub checkpoint_interval: Duration,
     /// Retries allowed for the whole download, over all ranges.
     pub download_retries: u64,
     /// Connections opened at first; more are added, up to `connections`,
@@ -82,7 +79,6 @@ impl Default for Config {
             proxy: None,
             ca_certs_pem: Vec::new(),
             max_restarts: 3,
-            checkpoint_interval: Duration::from_millis(25),
             download_retries: 200,
             start_connections: 4,
         }
@@ -508,18 +504,8 @@ impl Download {
                 self.emit(event)
             })
         };
-        let resumed_bytes = resume.as_ref().map_or(0, |j| j.done.covered());
-        self.emit(Event::Started {
-            url: redact_url(&remote.url),
-            total: remote.total,
-            ranges: remote.ranges,
-            resumed_bytes,
-        });
         for message in crate::probe::notices(&remote, &first, self.sha256.is_some()) {
             self.emit(Event::Notice { message });
-        }
-        if resume.is_none() {
-            let _ = std::fs::remove_file(state_path);
         }
         let part = open_part(
             part_path,
@@ -527,12 +513,44 @@ impl Download {
             resume.is_none().then_some(remote.total),
             &|event| self.emit(event),
         )?;
-        let done = resume.as_ref().map(|j| j.done.clone()).unwrap_or_default();
-        let hasher = start_hasher(&part)?;
+        let ranged = remote.ranges && remote.total.is_some();
+        let resuming = resume.is_some();
+        let journal_says_etag_unstable = resume.as_ref().is_some_and(|j| j.etag_unstable);
+        let checked = match resume {
+            Some(journal) => Some(self.check_resume(&part, journal).await?),
+            None => None,
+        };
+        let done = checked
+            .as_ref()
+            .map(|c| c.journal.done())
+            .unwrap_or_default();
+        let resumed_bytes = done.covered();
+        self.emit(Event::Started {
+            url: redact_url(&remote.url),
+            total: remote.total,
+            ranges: remote.ranges,
+            resumed_bytes,
+        });
+        let journal = if ranged {
+            let journal = checked
+                .as_ref()
+                .map(|c| c.journal.clone())
+                .unwrap_or_else(|| new_journal(url, &remote, self.config.chunk_size));
+            match JournalWriter::start(state_path, &journal) {
+                Ok(writer) => Some(writer),
+                Err(error) => {
+                    warn!(%error, "cannot write the resume journal; going on without");
+                    None
+                }
+            }
+        } else {
+            let _ = std::fs::remove_file(state_path);
+            None
+        };
+        let hasher = start_hasher(&part, checked.and_then(|c| c.hash_from))?;
         hasher.advance(done.prefix_end());
         counters.bytes.store(resumed_bytes, Ordering::Relaxed);
         let _ticker = Ticker::start(Arc::clone(&counters), remote.total, self.events.clone());
-        let ranged = remote.ranges && remote.total.is_some();
         let mut sources = vec![Source::new(
             url.clone(),
             remote.url.clone(),
@@ -549,7 +567,7 @@ impl Download {
             let mirrors = &self.urls[primary_idx + 1..];
             sources.extend(probe_mirrors(client, mirrors, primary, events).await);
         }
-        if resume.as_ref().is_some_and(|j| j.etag_unstable) && sources[0].set_etag_unstable() {
+        if journal_says_etag_unstable && sources[0].set_etag_unstable() {
             sources[0]
                 .if_range_mode
                 .store(crate::sources::IF_RANGE_DATE, Ordering::Relaxed);
@@ -571,14 +589,8 @@ impl Download {
             counters: Arc::clone(&counters),
             policy: self.fetch_policy(),
             events: self.events.clone(),
-        });
-        let checkpointer = ranged.then(|| {
-            Checkpointer::start(
-                Arc::clone(&fetcher),
-                journal_template(url, &remote, self.config.chunk_size),
-                state_path.to_owned(),
-                self.config.checkpoint_interval,
-            )
+            journal,
+            block_size: resume::block_size(remote.total.unwrap_or(0)),
         });
         let fetch = async {
             match first {
@@ -586,7 +598,7 @@ impl Download {
                 FirstBody::Partial(response, got) if ranged => {
                     // The probe's body is the first chunk of a fresh plan; a
                     // resumed plan starts elsewhere, so it is dropped.
-                    let first = resume.is_none().then_some((response, got));
+                    let first = (resumed_bytes == 0 && !resuming).then_some((response, got));
                     let limits = PoolLimits {
                         connections: self.config.connections,
                         start: self.config.start_connections,
@@ -612,11 +624,11 @@ impl Download {
             () = self.cancel.cancelled() => Err(cancelled()),
         };
         drop(_ticker);
-        if let Some(checkpointer) = checkpointer {
-            let keep = result
-                .as_ref()
-                .is_err_and(|e| e.kind() != ErrorKind::RemoteChanged);
-            checkpointer.stop(keep).await;
+        if result.is_err()
+            && let Some(journal) = &fetcher.journal
+        {
+            // What the hasher reached, so a re-run need not hash it again.
+            journal.hash_point(fetcher.hasher.progress());
         }
         let (written, peak_connections) = result?;
         self.emit(Event::Downloaded { bytes: written });
@@ -641,6 +653,33 @@ impl Download {
         })
     }
 
+    /// Checks every block the journal records against the part file and
+    /// says what no longer matched (lost writes after a power cut, a part
+    /// file changed behind the journal's back): those blocks are fetched
+    /// again.
+    async fn check_resume(&self, part: &PartFile, journal: Journal) -> Result<Checked> {
+        let reader = part
+            .reader()
+            .map_err(|e| Error::io(format!("cannot open {}", part.path().display()), e))?;
+        let path = part.path().to_owned();
+        let checked = tokio::task::spawn_blocking(move || {
+            resume::check(&PartFile::from_file(reader, path), journal)
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, "resume check task failed").with_source(e))?
+        .map_err(|e| Error::io(format!("cannot read {}", part.path().display()), e))?;
+        if checked.damaged > 0 {
+            let message = format!(
+                "{} of the bytes the resume state recorded are no longer in {} (lost writes, or the file was changed); fetching them again",
+                format_size(checked.damaged),
+                part.path().display()
+            );
+            warn!("{message}");
+            self.emit(Event::Notice { message });
+        }
+        Ok(checked)
+    }
+
     fn fetch_policy(&self) -> FetchPolicy {
         FetchPolicy {
             retries: self.config.retries,
@@ -657,30 +696,22 @@ impl Download {
     }
 }
 
-/// The journal's fixed fields for this remote; checkpoints fill in the rest.
-fn journal_template(url: &Url, remote: &Remote, chunk_size: u64) -> Journal {
+/// A new journal for this remote: its fixed fields, nothing recorded yet.
+fn new_journal(url: &Url, remote: &Remote, chunk_size: u64) -> Journal {
     Journal {
-        url: redact_url(url),
-        total: remote.total.unwrap_or(0),
-        chunk_size,
         etag: remote.validator.etag.clone(),
         last_modified: remote.validator.last_modified.clone(),
-        etag_unstable: false,
-        done: RangeSet::new(),
-        hashed: 0,
-        hash_state: Vec::new(),
+        ..Journal::new(redact_url(url), remote.total.unwrap_or(0), chunk_size)
     }
 }
 
-/// Starts the hasher on the part file's own handle. A resumed prefix is
-/// hashed again from the disk rather than taken from the journal's hash
-/// state: the printed hash is then always the hash of the bytes in the
-/// file, even when a power cut lost writes the journal had recorded.
-fn start_hasher(part: &PartFile) -> Result<HashFollower> {
+/// Starts the hasher on the part file's own handle, from a recorded state
+/// whose whole prefix the resume check found intact, or from byte 0.
+fn start_hasher(part: &PartFile, from: Option<HashProgress>) -> Result<HashFollower> {
     let reader = part
         .reader()
         .map_err(|e| Error::io(format!("cannot open {}", part.path().display()), e))?;
-    HashFollower::start(reader, None).map_err(|e| Error::io("cannot start the hasher thread", e))
+    HashFollower::start(reader, from).map_err(|e| Error::io("cannot start the hasher thread", e))
 }
 
 pub(crate) fn seed() -> u64 {

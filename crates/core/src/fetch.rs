@@ -22,11 +22,13 @@ use tracing::{debug, warn};
 use crate::admit::{Expect, Refusal, admit_range};
 use crate::error::{Error, ErrorKind, Result, redact_url};
 use crate::event::{Event, EventSink};
+use crate::journal::Block;
 use crate::plan::{Assignment, Scheduler, TakeOver, TaskId};
 use crate::pool::{Growth, Pool, Resize};
 use crate::probe::probe;
 use crate::progress::Counters;
 use crate::range::{ByteRange, format_range_header};
+use crate::resume::JournalWriter;
 use crate::retry::{Backoff, Jitter};
 use crate::sources::{IF_RANGE_DATE, IF_RANGE_ETAG, IF_RANGE_NONE, Sources};
 use crate::store::PartFile;
@@ -89,6 +91,69 @@ pub(crate) struct Fetcher {
     pub policy: FetchPolicy,
     pub events: Option<EventSink>,
     pub started: Instant,
+    /// The resume journal, appended to as blocks are written (ranged
+    /// downloads only).
+    pub journal: Option<JournalWriter>,
+    /// The grid the journal's blocks are cut at.
+    pub block_size: u64,
+}
+
+/// The block a stream is writing: where it started and the CRC of its bytes
+/// so far. Dropping it records what it holds, so a stream that ends for any
+/// reason (done, stolen, failed) leaves no written byte unrecorded.
+struct OpenBlock<'a> {
+    fetcher: &'a Fetcher,
+    start: u64,
+    end: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl<'a> OpenBlock<'a> {
+    fn new(fetcher: &'a Fetcher, start: u64) -> Self {
+        Self {
+            fetcher,
+            start,
+            end: start,
+            crc: crc32fast::Hasher::new(),
+        }
+    }
+
+    /// Takes `data`, just written at the block's end, closing a block at
+    /// each grid line it crosses.
+    fn written(&mut self, mut data: &[u8]) {
+        let grid = self.fetcher.block_size;
+        while !data.is_empty() {
+            let line = (self.end / grid + 1) * grid;
+            let take = usize::try_from(line - self.end).map_or(data.len(), |n| n.min(data.len()));
+            self.crc.update(&data[..take]);
+            self.end += take as u64;
+            data = &data[take..];
+            if self.end == line {
+                self.close();
+            }
+        }
+    }
+
+    /// Records the block so far (if any) and starts the next at its end.
+    fn close(&mut self) {
+        if self.end > self.start {
+            let crc = std::mem::take(&mut self.crc).finalize();
+            if let Some(journal) = &self.fetcher.journal {
+                let block = Block {
+                    range: ByteRange::new(self.start, self.end),
+                    crc,
+                };
+                journal.block(block, &self.fetcher.hasher);
+            }
+        }
+        self.start = self.end;
+    }
+}
+
+impl Drop for OpenBlock<'_> {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 /// Marks a connection as transferring for as long as it lives.
@@ -534,6 +599,11 @@ impl Fetcher {
         let source = &self.sources[idx];
         if source.set_etag_unstable() {
             source.if_range_mode.store(IF_RANGE_DATE, Ordering::Relaxed);
+            if idx == 0
+                && let Some(journal) = &self.journal
+            {
+                journal.etag_unstable();
+            }
             let protection = if self.policy.expected_hash {
                 "the expected SHA-256 decides"
             } else {
@@ -562,6 +632,7 @@ impl Fetcher {
         let _active = Active::new(&self.counters.active, &source.active);
         let url = source.url();
         let mut offset = expected.start;
+        let mut block = OpenBlock::new(self, offset);
         let mut last = Instant::now();
         while offset < expected.end {
             let Some(chunk) = next_chunk(&mut response, self.policy.stall_timeout, &url).await?
@@ -598,6 +669,7 @@ impl Fetcher {
                     .map_err(|e| {
                         Error::io(format!("cannot write {}", self.part.path().display()), e)
                     })?;
+                block.written(&data[..len]);
                 offset = claimed.end;
                 data = &data[len..];
                 // Each time this stream completes a writeback block, start

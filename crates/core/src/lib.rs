@@ -92,12 +92,13 @@ mod fetch;
 mod stream;
 // Progress events.
 mod progress;
-// Stage 4: the part file, and the claim on the output.
+// Stage 4: the part file.
 mod store;
+// The engine's own files: the claim on the output, opening the part file.
 mod claim;
 // Stage 5: streaming SHA-256.
 mod verify;
-// The journal's checkpoints and the resume decision.
+// The journal, appended block by block, and the resume check.
 mod resume;
 // Stage 6: publish.
 mod commit;

@@ -210,6 +210,15 @@ impl RangeSet {
             .is_some_and(|r| r.start <= range.start && range.end <= r.end)
     }
 
+    /// Whether any byte of `range` is in the set.
+    pub fn overlaps(&self, range: ByteRange) -> bool {
+        if range.is_empty() {
+            return false;
+        }
+        let idx = self.ranges.partition_point(|r| r.end <= range.start);
+        self.ranges.get(idx).is_some_and(|r| r.start < range.end)
+    }
+
     /// The parts of `[0, len)` not in the set, in order.
     pub fn gaps(&self, len: u64) -> Vec<ByteRange> {
         let mut gaps = Vec::new();

@@ -1,20 +1,20 @@
-//! Resume: where the part file and its journal live, the checkpointer that
-//! records what the part file durably holds while the download runs, and
-//! the decision whether a journal found on disk may be trusted for the
-//! remote the probe just saw.
+//! Resume: where the part file and its journal live; the journal writer,
+//! which records each block as it is written; the decision whether a
+//! journal found on disk is for the remote the probe just saw; and the
+//! check of every block it records against the part file.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::warn;
 
-use crate::cancel::CancelToken;
 use crate::event::Event;
-use crate::fetch::Fetcher;
-use crate::journal::Journal;
+use crate::journal::{Block, HashPoint, Journal};
 use crate::probe::Remote;
-use crate::store::write_atomic;
+use crate::store::{PartFile, write_atomic};
+use crate::verify::{HashFollower, HashProgress};
 
 /// `<out>.part`, beside the output.
 pub fn part_path(output: &Path) -> PathBuf {
@@ -37,137 +37,145 @@ fn with_suffix(output: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Flushes the part file, then records what it durably holds. The order is
-/// the whole point: a journal never names a byte that is not on disk.
-fn checkpoint(fetcher: &Fetcher, template: &Journal, state_path: &Path) -> std::io::Result<()> {
-    // Hash progress first: the written set only grows, so it then covers at
-    // least the hashed prefix.
-    let progress = fetcher.hasher.progress();
-    let done = fetcher.plan().written().clone();
-    fetcher.part.sync_data()?;
-    let journal = Journal {
-        done,
-        etag_unstable: fetcher.sources[0].etag_unstable(),
-        hashed: progress.hashed,
-        hash_state: progress.state,
-        ..template.clone()
-    };
-    write_atomic(state_path, &journal.encode())
+/// The blocks a journal records: 1/4096 of the file, between 32 KiB and
+/// 1 MiB. A `kill -9` loses at most the block each connection is in the
+/// middle of (plus what was in flight), and the journal stays a few hundred
+/// KiB at most.
+pub(crate) fn block_size(total: u64) -> u64 {
+    (total / 4096).next_power_of_two().clamp(32 << 10, 1 << 20)
 }
 
-/// What a checkpoint needs, behind a gate that closes for good when the
-/// download ends or is dropped: no checkpoint starts after that.
-struct Recorder {
-    fetcher: Arc<Fetcher>,
-    template: Journal,
-    state_path: PathBuf,
-    open: Mutex<bool>,
+/// How far the hasher must have moved before its state is recorded again.
+const HASH_POINT_EVERY: u64 = 8 << 20;
+
+/// The journal of a running download, appended to as blocks are written:
+/// a line per block the moment its bytes are in the part file (the page
+/// cache, which survives a `kill -9`), a hash point now and then. Nothing is
+/// flushed: what a power cut loses, the next run's check of every block
+/// finds. An append that fails is said once and appends stop; the download
+/// goes on (it only resumes less well).
+pub(crate) struct JournalWriter {
+    file: Mutex<Option<std::fs::File>>,
+    path: PathBuf,
+    last_hash_point: AtomicU64,
 }
 
-impl Recorder {
-    /// Takes one checkpoint unless the gate is closed. Blocking.
-    fn record(&self) -> std::io::Result<()> {
-        let open = self
-            .open
+impl JournalWriter {
+    /// Replaces the journal at `path` with `journal` (atomically: a temp
+    /// file renamed over it, never following a link) and opens it to append.
+    pub(crate) fn start(path: &Path, journal: &Journal) -> std::io::Result<Self> {
+        write_atomic(path, &journal.encode())?;
+        let file = std::fs::OpenOptions::new().append(true).open(path)?;
+        let last = journal.hash_points.last().map_or(0, |p| p.hashed);
+        Ok(Self {
+            file: Mutex::new(Some(file)),
+            path: path.to_owned(),
+            last_hash_point: AtomicU64::new(last),
+        })
+    }
+
+    fn append(&self, line: &str) {
+        let mut file = self
+            .file
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !*open {
-            return Ok(());
+        if let Some(handle) = file.as_mut()
+            && let Err(error) = handle.write_all(line.as_bytes())
+        {
+            warn!(%error, path = %self.path.display(), "cannot record progress for resume; going on without");
+            *file = None;
         }
-        checkpoint(&self.fetcher, &self.template, &self.state_path)
     }
 
-    /// Closes the gate, waiting for a checkpoint under way to finish.
-    fn close(&self) {
-        *self
-            .open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
+    /// Records `block`, whose bytes were just written; and the hasher's
+    /// state, when it has moved far enough since the last one recorded.
+    pub(crate) fn block(&self, block: Block, hashed: &HashFollower) {
+        self.append(&Journal::encode_block(block));
+        let progress = hashed.progress();
+        let last = self.last_hash_point.load(Ordering::Relaxed);
+        if progress.hashed >= last + HASH_POINT_EVERY {
+            self.hash_point(progress);
+        }
+    }
+
+    /// Records the hasher's state as it is now (at the end of a run that
+    /// will be resumed).
+    pub(crate) fn hash_point(&self, progress: HashProgress) {
+        let last = self
+            .last_hash_point
+            .fetch_max(progress.hashed, Ordering::Relaxed);
+        if progress.hashed > last && !progress.state.is_empty() {
+            self.append(&Journal::encode_hash_point(&HashPoint {
+                hashed: progress.hashed,
+                state: progress.state,
+            }));
+        }
+    }
+
+    /// Records that the remote's ETags flip between backends.
+    pub(crate) fn etag_unstable(&self) {
+        self.append(&Journal::encode_etag_unstable());
     }
 }
 
-/// The periodic checkpoint task of one download. Dropping it (with the
-/// download's future) stops it: the task is aborted and the gate closed, so
-/// no journal is written afterwards.
-pub(crate) struct Checkpointer {
-    recorder: Arc<Recorder>,
-    stop: CancelToken,
-    task: Option<tokio::task::JoinHandle<()>>,
+/// What of a journal the part file still holds.
+pub(crate) struct Checked {
+    /// The blocks whose bytes still have their recorded CRC.
+    pub journal: Journal,
+    /// Bytes of recorded blocks that no longer do.
+    pub damaged: u64,
+    /// Where the hasher may start: the furthest recorded state whose whole
+    /// prefix checked out.
+    pub hash_from: Option<HashProgress>,
 }
 
-impl Checkpointer {
-    /// Checkpoints every `interval` (spaced out when the device is slow, so
-    /// checkpoints never take over a fifth of the time).
-    pub(crate) fn start(
-        fetcher: Arc<Fetcher>,
-        template: Journal,
-        state_path: PathBuf,
-        interval: Duration,
-    ) -> Self {
-        let recorder = Arc::new(Recorder {
-            fetcher,
-            template,
-            state_path,
-            open: Mutex::new(true),
-        });
-        let stop = CancelToken::new();
-        let task = {
-            let recorder = Arc::clone(&recorder);
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut pause = interval;
-                loop {
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        () = stop.cancelled() => break,
-                    }
-                    let began = Instant::now();
-                    let recorder = Arc::clone(&recorder);
-                    let saved = tokio::task::spawn_blocking(move || recorder.record()).await;
-                    if let Ok(Err(error)) = saved {
-                        warn!(%error, "cannot record progress for resume");
-                    }
-                    pause = interval.max(began.elapsed() * 2);
-                }
-            })
+/// Reads back every block `journal` records from `part` and keeps those
+/// whose CRC still matches. Blocking: reads as much as the journal records.
+pub(crate) fn check(part: &PartFile, journal: Journal) -> std::io::Result<Checked> {
+    let mut kept = Vec::with_capacity(journal.blocks.len());
+    let mut damaged = 0;
+    let len = part.len()?;
+    for block in &journal.blocks {
+        let intact = block.range.end <= len && {
+            let length = usize::try_from(block.range.len()).unwrap_or(usize::MAX);
+            let map = part.map_read(block.range.start, length)?;
+            crc32fast::hash(&map) == block.crc
         };
-        Self {
-            recorder,
-            stop,
-            task: Some(task),
+        if intact {
+            kept.push(*block);
+        } else {
+            damaged += block.range.len();
         }
     }
-
-    /// Stops between checkpoints, never inside one; with `record_last`,
-    /// records what is on disk once more so a re-run resumes from here.
-    /// Afterwards no checkpoint is ever written: one still writing after the
-    /// commit would leave a stale journal behind.
-    pub(crate) async fn stop(mut self, record_last: bool) {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-        let recorder = Arc::clone(&self.recorder);
-        let _ = tokio::task::spawn_blocking(move || {
-            if record_last {
-                let _ = recorder.record();
-            }
-            recorder.close();
-        })
-        .await;
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-        // A checkpoint may be under way on a blocking thread: wait for it
-        // (one flush and a small write), so nothing is written after the
-        // download is gone.
-        self.recorder.close();
-    }
+    let journal = Journal {
+        blocks: kept,
+        ..journal
+    };
+    let done = journal.done();
+    let hash_from = journal
+        .hash_points
+        .iter()
+        .filter(|point| done.prefix_end() >= point.hashed)
+        .max_by_key(|point| point.hashed)
+        .map(|point| HashProgress {
+            hashed: point.hashed,
+            state: point.state.clone(),
+        });
+    let journal = Journal {
+        hash_points: hash_from
+            .iter()
+            .map(|p| HashPoint {
+                hashed: p.hashed,
+                state: p.state.clone(),
+            })
+            .collect(),
+        ..journal
+    };
+    Ok(Checked {
+        journal,
+        damaged,
+        hash_from,
+    })
 }
 
 /// Reads the resume journal and decides whether it may be trusted for
@@ -207,6 +215,15 @@ pub(crate) fn load(
             ));
         }
     };
+    if journal.torn {
+        let message = format!(
+            "the resume state {} ends in a damaged line (a crash cut it short, or it was altered); using the {} blocks before it",
+            state_path.display(),
+            journal.blocks.len()
+        );
+        warn!("{message}");
+        emit(Event::Notice { message });
+    }
     if journal.url != url {
         return notice(format!(
             "resume state {} is for another URL ({}); starting over",
@@ -233,7 +250,7 @@ pub(crate) fn load(
         };
         let reason = format!(
             "the remote file changed since the last run ({what}); discarding {} downloaded bytes and starting over",
-            journal.done.covered()
+            journal.done().covered()
         );
         warn!("{reason}");
         emit(Event::RemoteChanged { reason });

@@ -67,6 +67,15 @@ impl PartFile {
         })
     }
 
+    /// A part file around a handle already open (for reading it back).
+    pub(crate) fn from_file(file: File, path: PathBuf) -> Self {
+        Self {
+            file,
+            path,
+            mode: WriteMode::Pwrite,
+        }
+    }
+
     /// Where the file lives.
     pub fn path(&self) -> &Path {
         &self.path
