@@ -42,6 +42,8 @@ pub struct GetArgs {
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub expected: Expected,
+    #[command(flatten)]
+    pub trust: Trust,
     /// Most concurrent connections (1..=64).
     #[arg(short = 'c', long, value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -100,6 +102,21 @@ pub struct VerifyArgs {
     pub path: PathBuf,
     #[command(flatten)]
     pub expected: VerifyExpected,
+    #[command(flatten)]
+    pub trust: Trust,
+}
+
+/// Who must have signed the checksum file.
+#[derive(Debug, Args)]
+pub struct Trust {
+    /// Detached OpenPGP signature (binary or armored) of the --sha256-sums
+    /// file, local path or URL; a clearsigned checksum file needs none.
+    #[arg(long, value_name = "URL|PATH", requires = "keyring")]
+    pub signature: Option<String>,
+    /// OpenPGP keyring or key file (binary or armored); with it, no hash
+    /// of the checksum file is used unless its signature verifies.
+    #[arg(long, value_name = "PATH", requires = "sha256_sums")]
+    pub keyring: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

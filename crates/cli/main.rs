@@ -97,8 +97,17 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
     }
     let render = Arc::new(Render::new(args.json, args.quiet, settings::color()));
     let mut provenance = render::Provenance::default();
-    let mut expected =
-        checksum_file::for_url(&args.expected, &args.urls[0], &settings.config).await?;
+    let expectation =
+        checksum_file::for_url(&args.expected, &args.trust, &args.urls[0], &settings.config)
+            .await?;
+    if let Some((signer, file)) = expectation.as_ref().and_then(|e| e.signed.as_ref()) {
+        render.event(&rangefetch_core::Event::Notice {
+            message: format!("checksum file {file}: good signature by {signer}"),
+        });
+        provenance.signed_by = Some(signer.fingerprint.clone());
+        provenance.signed_file = Some(file.clone());
+    }
+    let mut expected = expectation.map(|e| e.sha256);
     if expected.is_none() && args.trust_server_digest {
         expected = trusted_server_digest(&args.urls[0], &settings, &render).await?;
         provenance.from_server_digest = expected.is_some();
@@ -177,8 +186,17 @@ async fn hash_blocking(paths: Vec<PathBuf>) -> Vec<std::io::Result<Sha256Hex>> {
 }
 
 async fn verify(args: VerifyArgs) -> Result<(), Failure> {
-    let expected =
-        checksum_file::for_path(&args.expected, &args.path, &settings::for_verify()).await?;
+    let expectation = checksum_file::for_path(
+        &args.expected,
+        &args.trust,
+        &args.path,
+        &settings::for_verify(),
+    )
+    .await?;
+    if let Some((signer, file)) = &expectation.signed {
+        eprintln!("rangefetch: checksum file {file}: good signature by {signer}");
+    }
+    let expected = expectation.sha256;
     let digest = hash_blocking(vec![args.path.clone()])
         .await
         .pop()

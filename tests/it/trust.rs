@@ -1,10 +1,18 @@
 //! Trust from the publisher: digests the server states (`Repr-Digest`, `Digest`,
 //! `X-Linked-ETag`) checked at the probe, before the file's body is fetched, and held against
-//! the finished file; `--trust-server-digest`.
+//! the finished file; `--trust-server-digest`; checksum files used only once their OpenPGP
+//! signature verifies (`--signature`, `--keyring`), checked before the image is requested.
 
+use pgp::composed::{
+    ArmorOptions, CleartextSignedMessage, DetachedSignature, EncryptionCaps, KeyType,
+    SecretKeyParamsBuilder, SignedPublicKey, SignedSecretKey,
+};
+use pgp::crypto::hash::HashAlgorithm;
+use pgp::ser::Serialize as _;
+use pgp::types::{KeyDetails as _, Password};
 use rangefetch_testserver::{Fault, FaultRule, FileSpec};
 
-use crate::support::{Expect, KIB, MIB, Scenario, WRONG_SHA256};
+use crate::support::{Expect, KIB, MIB, Scenario, WRONG_SHA256, assert_exit, run, tempdir};
 
 /// The probe asks for one chunk of this size: what a refused download may have been sent.
 const CHUNK: u64 = 64 * KIB;
@@ -175,5 +183,220 @@ fn trust_server_digest_makes_a_wrong_digest_the_expected_hash() {
         run.stderr.contains("--trust-server-digest"),
         "a notice says where the hash came from\n{}",
         run.describe()
+    );
+}
+
+/// A signing key made for the test: RSA 2048 or Ed25519.
+fn signing_key(key_type: KeyType) -> SignedSecretKey {
+    let mut params = SecretKeyParamsBuilder::default();
+    params
+        .key_type(key_type)
+        .can_certify(true)
+        .can_sign(true)
+        .can_encrypt(EncryptionCaps::None)
+        .primary_user_id("Image Signing Key <images@example.org>".into());
+    params
+        .build()
+        .expect("key params")
+        .generate(rand::thread_rng())
+        .expect("generate a key")
+}
+
+fn fingerprint(key: &SignedSecretKey) -> String {
+    format!("{:X}", key.fingerprint())
+}
+
+/// The public key, armored or binary (as Debian's keyrings are).
+fn public_key(key: &SignedSecretKey, armored: bool) -> Vec<u8> {
+    let public: SignedPublicKey = key.to_public_key();
+    if armored {
+        public
+            .to_armored_bytes(ArmorOptions::default())
+            .expect("armor the key")
+    } else {
+        public.to_bytes().expect("serialise the key")
+    }
+}
+
+/// A detached binary signature of `data`.
+fn detached(key: &SignedSecretKey, data: &[u8]) -> Vec<u8> {
+    DetachedSignature::sign_binary_data(
+        rand::thread_rng(),
+        &key.primary_key,
+        &Password::empty(),
+        HashAlgorithm::Sha256,
+        data,
+    )
+    .expect("sign")
+    .to_bytes()
+    .expect("serialise the signature")
+}
+
+fn sums_for(hash: &str) -> String {
+    format!("{WRONG_SHA256}  other.img\n{hash}  image.img\n")
+}
+
+#[test]
+fn a_good_detached_signature_lets_get_use_the_checksum_file_and_names_the_key() {
+    let key = signing_key(KeyType::Rsa(2048));
+    let sums = sums_for(&file().sha256_hex());
+    let run = Scenario::new(file())
+        .local_file("SHA256SUMS", &sums)
+        .local_file("SHA256SUMS.gpg", detached(&key, sums.as_bytes()))
+        .local_file("keys.asc", public_key(&key, true))
+        .args(&[
+            "--sha256-sums",
+            "SHA256SUMS",
+            "--signature",
+            "SHA256SUMS.gpg",
+            "--keyring",
+            "keys.asc",
+            "--json",
+        ])
+        .expect(Expect::success_of_file().json().verified(true));
+    let summary = run.json_summary();
+    assert_eq!(
+        summary["signed_by"].as_str(),
+        Some(fingerprint(&key).as_str()),
+        "{summary}"
+    );
+    assert_eq!(summary["signed_file"], "SHA256SUMS", "{summary}");
+}
+
+#[test]
+fn a_tampered_checksum_file_fails_before_the_image_is_requested() {
+    let key = signing_key(KeyType::Ed25519Legacy);
+    let signed = sums_for(WRONG_SHA256);
+    // The mirror "fixed" the hash after signing: the signature no longer covers it.
+    let tampered = sums_for(&file().sha256_hex());
+    Scenario::new(file())
+        .local_file("SHA256SUMS", &tampered)
+        .local_file("SHA256SUMS.gpg", detached(&key, signed.as_bytes()))
+        .local_file("keys.gpg", public_key(&key, false))
+        .args(&[
+            "--sha256-sums",
+            "SHA256SUMS",
+            "--signature",
+            "SHA256SUMS.gpg",
+            "--keyring",
+            "keys.gpg",
+        ])
+        .expect(
+            Expect::failure(3)
+                .stderr_has("checksum file SHA256SUMS is not trusted")
+                .stderr_has("bad signature")
+                .max_requests(0),
+        );
+}
+
+#[test]
+fn a_signature_by_a_key_outside_the_keyring_fails_before_the_image_is_requested() {
+    let (trusted, stranger) = (
+        signing_key(KeyType::Ed25519Legacy),
+        signing_key(KeyType::Ed25519Legacy),
+    );
+    let sums = sums_for(&file().sha256_hex());
+    Scenario::new(file())
+        .local_file("SHA256SUMS", &sums)
+        .local_file("SHA256SUMS.sign", detached(&stranger, sums.as_bytes()))
+        .local_file("keys.gpg", public_key(&trusted, false))
+        .args(&[
+            "--sha256-sums",
+            "SHA256SUMS",
+            "--signature",
+            "SHA256SUMS.sign",
+            "--keyring",
+            "keys.gpg",
+        ])
+        .expect(
+            Expect::failure(3)
+                .stderr_has("unknown key")
+                .stderr_has(&fingerprint(&stranger))
+                .max_requests(0),
+        );
+}
+
+#[test]
+fn an_unsigned_or_unsignatured_checksum_file_is_refused_with_a_keyring() {
+    let key = signing_key(KeyType::Ed25519Legacy);
+    let sums = sums_for(&file().sha256_hex());
+    Scenario::new(file())
+        .local_file("SHA256SUMS", &sums)
+        .local_file("keys.asc", public_key(&key, true))
+        .args(&["--sha256-sums", "SHA256SUMS", "--keyring", "keys.asc"])
+        .expect(
+            Expect::failure(3)
+                .stderr_has("not clearsigned")
+                .max_requests(0),
+        );
+    Scenario::new(file())
+        .local_file("SHA256SUMS", &sums)
+        .local_file("keys.asc", public_key(&key, true))
+        .args(&[
+            "--sha256-sums",
+            "SHA256SUMS",
+            "--signature",
+            "SHA256SUMS.gpg",
+            "--keyring",
+            "keys.asc",
+        ])
+        .expect(
+            Expect::failure(3)
+                .stderr_has("signature SHA256SUMS.gpg is missing")
+                .max_requests(0),
+        );
+}
+
+#[test]
+fn verify_reads_the_signed_part_of_a_clearsigned_checksum_file() {
+    let key = signing_key(KeyType::Rsa(2048));
+    let dir = tempdir();
+    let mut bytes = vec![0u8; 100_000];
+    rangefetch_testserver::fill(7, 0, &mut bytes);
+    std::fs::write(dir.path().join("image.img"), &bytes).expect("write the image");
+    let good = crate::support::sha256_bytes(&bytes);
+    let clearsigned = CleartextSignedMessage::sign(
+        rand::thread_rng(),
+        &sums_for(&good),
+        &key.primary_key,
+        &Password::empty(),
+    )
+    .expect("clearsign")
+    .to_armored_bytes(ArmorOptions::default())
+    .expect("armor");
+    std::fs::write(dir.path().join("SHA256SUMS"), &clearsigned).expect("write sums");
+    std::fs::write(dir.path().join("keys.gpg"), public_key(&key, false)).expect("write keys");
+    let args = [
+        "verify",
+        "image.img",
+        "--sha256-sums",
+        "SHA256SUMS",
+        "--keyring",
+        "keys.gpg",
+    ];
+    let ok = run(dir.path(), &args);
+    assert_exit(&ok, 0, false);
+    assert!(ok.stdout.contains("image.img: OK"), "{}", ok.describe());
+    assert!(ok.stderr.contains(&fingerprint(&key)), "{}", ok.describe());
+    // An entry added after the signed part is never read: such a file is refused whole.
+    let mut smuggled = clearsigned.clone();
+    smuggled.extend_from_slice(format!("{WRONG_SHA256}  image.img\n").as_bytes());
+    std::fs::write(dir.path().join("SHA256SUMS"), &smuggled).expect("write sums");
+    let smuggling = run(dir.path(), &args);
+    assert_exit(&smuggling, 3, true);
+    assert!(
+        smuggling.stderr.contains("SHA256SUMS is not trusted"),
+        "{}",
+        smuggling.describe()
+    );
+    std::fs::write(dir.path().join("SHA256SUMS"), &clearsigned).expect("write sums");
+    let other = signing_key(KeyType::Ed25519Legacy);
+    std::fs::write(dir.path().join("keys.gpg"), public_key(&other, false)).expect("write keys");
+    let refused = run(dir.path(), &args);
+    assert_exit(&refused, 3, true);
+    assert!(
+        refused.stderr.contains("unknown key"),
+        "{}",
+        refused.describe()
     );
 }
