@@ -20,7 +20,13 @@ fn a_first_url_that_answers_500_to_everything_hands_over_to_the_mirror() {
             code: 500,
             retry_after: None,
         })])
-        .args(&[&mirror.url("/img.bin"), "--chunk-size", "1MiB", "--retries", "2"])
+        .args(&[
+            &mirror.url("/img.bin"),
+            "--chunk-size",
+            "1MiB",
+            "--retries",
+            "2",
+        ])
         .expect(Expect::success_of_file().served(0..=0));
     let mirror_bytes = mirror.body_bytes_sent();
     assert!(
@@ -60,7 +66,14 @@ fn a_429_storm_shrinks_the_pool_and_it_stays_shrunk() {
         ],
     );
     let run = Scenario::on(&server, "/img.bin")
-        .args(&["-c", "8", "--chunk-size", "256KiB", "--sha256", &file.sha256_hex()])
+        .args(&[
+            "-c",
+            "8",
+            "--chunk-size",
+            "256KiB",
+            "--sha256",
+            &file.sha256_hex(),
+        ])
         .expect(Expect::success_of_file());
     let requests = gets(&run);
     let last_429 = requests
@@ -72,7 +85,10 @@ fn a_429_storm_shrinks_the_pool_and_it_stays_shrunk() {
         .position(|request| request.status == 429)
         .expect("a 429 was found above");
     let connections = |requests: &[&rangefetch_testserver::RequestLog]| {
-        let mut ids: Vec<u64> = requests.iter().map(|request| request.connection_id).collect();
+        let mut ids: Vec<u64> = requests
+            .iter()
+            .map(|request| request.connection_id)
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         ids.len()
@@ -129,7 +145,12 @@ fn a_resume_probe_asks_for_two_bytes_not_bytes_0_0() {
         state.is_file()
     });
     running.signal(libc::SIGINT);
-    running.expect(Expect::failure(130).hint().part_kept(true).stderr_has("to resume"));
+    running.expect(
+        Expect::failure(130)
+            .hint()
+            .part_kept(true)
+            .stderr_has("to resume"),
+    );
     server.set_faults(Default::default());
     let second = get().expect(Expect::success(&expected));
     let probe = gets(&second)[0];

@@ -9,9 +9,11 @@ pub mod pki;
 pub mod port;
 pub mod program;
 pub mod proxy;
+pub mod relay;
 pub mod rng;
 pub mod scenario;
 pub mod server;
+pub mod servers;
 
 pub use binary::{Run, run, settled_body_bytes};
 pub use check::{Expect, assert_exit};
