@@ -16,6 +16,7 @@ mod apache;
 mod busybox;
 mod caddy;
 mod lighttpd;
+mod python;
 mod quirks;
 
 /// Per-connection rate of the relay that keeps an interrupted download running long enough.
