@@ -1,7 +1,7 @@
 //! Cooperative cancellation: a token the embedder keeps and the download
-//! watches, so that a cancelled download can still flush and record its
-//! progress before it returns (dropping the future works too, but skips that
-//! last checkpoint).
+//! watches, so that a cancelled download can still record how far its hash
+//! got before it returns (dropping the future works too, and loses only
+//! that: every written block is recorded as it is written).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -52,13 +52,16 @@
 //! Two ways, both safe:
 //!
 //! - Cancel a [`CancelToken`] given to [`DownloadBuilder::cancel_token`]:
-//!   connections stop, the part file is flushed, the resume journal
-//!   (`<out>.part.state`) records what is on disk, and `run` returns an
-//!   error of kind [`ErrorKind::Cancelled`].
+//!   connections stop, the resume journal (`<out>.part.state`) records how
+//!   far the hash got, and `run` returns an error of kind
+//!   [`ErrorKind::Cancelled`].
 //! - Drop the future returned by [`Download::run`]: every connection stops at
-//!   its next await point. The journal then holds the last periodic
-//!   checkpoint (taken every 25 ms or so), which only ever names bytes that
-//!   were flushed before it was written.
+//!   its next await point, recording the block it was writing, and nothing
+//!   the download started runs on (no task, no thread, no open handle).
+//!
+//! The journal records every block the moment its bytes are written, with a
+//! CRC-32 of them; the next run reads each recorded block back and fetches
+//! again any that no longer match, so nothing needs flushing on the way.
 //!
 //! Either way `<out>` is untouched (an unfinished download never writes
 //! under the final name) and running the same download again resumes from

@@ -196,7 +196,7 @@ pub(crate) fn load(
         Ok(meta) if meta.is_file() => {}
         Ok(_) => {
             // A link or anything else in the journal's place is not ours:
-            // never read through it (the next checkpoint replaces a link).
+            // never read through it (the new journal replaces a link).
             let _ = std::fs::remove_file(state_path);
             return notice(format!(
                 "ignoring resume state {}: not a regular file; starting over",
