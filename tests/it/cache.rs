@@ -14,7 +14,8 @@ use crate::support::{
     settled_body_bytes, sha256_file, start_server, tempdir,
 };
 
-/// `DIR/sha256/<2 hex>/<64 hex>`, where CONTRACT.md's cache keeps the file of that hash.
+/// `DIR/sha256/<2 hex>/<64 hex>`, where the cache (`Cache`, crates/core/src/cache.rs) keeps the
+/// file of that hash.
 fn entry_path(cache: &Path, hash: &str) -> PathBuf {
     cache.join("sha256").join(&hash[..2]).join(hash)
 }
@@ -329,7 +330,7 @@ fn cache_max_size_keeps_an_entry_that_was_just_used() {
     assert!(entry_path(cache.path(), &hashes[2]).is_file());
 }
 
-/// CONTRACT's "Done when", at 64 MiB instead of 1 GiB: a cache hit completes a `get` without
+/// The cache issue's "done when", at 64 MiB instead of 1 GiB: a cache hit completes a `get` without
 /// any request, in about the time of one SHA-256 pass (printed, not asserted).
 #[test]
 fn a_64_mib_hit_makes_no_request_and_costs_about_one_hash_pass() {

@@ -1,6 +1,6 @@
 //! `rangefetch get`, `hash` and `verify` against the in-repo test server: the right bytes for
 //! every size around a chunk boundary and every connection count, each byte fetched about once
-//! with `Range` and `If-Range`, the exit codes of CONTRACT.md, the `--json` summary, and an
+//! with `Range` and `If-Range`, the exit codes of docs/CONTRACT.md, the `--json` summary, and an
 //! output path that never holds a wrong file.
 
 use std::path::Path;

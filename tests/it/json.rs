@@ -1,6 +1,6 @@
 //! `--json`: every stdout line is one JSON object; progress a few times a second; `retry`,
 //! `remote-changed` and `mirror-dropped` events when those things happen; and a last `done`
-//! line with the summary of CONTRACT.md, or on failure the exit code, the error and its class.
+//! line with the summary of docs/CONTRACT.md, or on failure the exit code, the error and its class.
 //! Also the rest of what scripts and terminals read: `completions`, and no ANSI escapes on a
 //! non-terminal stderr under `NO_COLOR`.
 
@@ -71,7 +71,7 @@ fn done(run: &Run, events: &[Value]) -> Value {
     last.clone()
 }
 
-/// Asserts the summary of a successful run has every field of CONTRACT.md, with sane values.
+/// Asserts the summary of a successful run has every field of docs/CONTRACT.md, with sane values.
 fn assert_success_summary(run: &Run, summary: &Value, out: &Path, size: u64, sha256: &str) {
     let context = || format!("summary: {summary}\n{}", run.describe());
     assert_eq!(summary["ok"], true, "{}", context());

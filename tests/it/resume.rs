@@ -1,4 +1,4 @@
-//! Interruption and resume (CONTRACT.md, guarantees 1–3): Ctrl-C and `kill -9` at random
+//! Interruption and resume (docs/CONTRACT.md, guarantees 1–3): Ctrl-C and `kill -9` at random
 //! points leave a state a re-run resumes from without re-fetching much, a damaged journal or a
 //! changed remote make the re-run start over (and say so), a finished file is not fetched
 //! again, and a full disk or a missing directory fail with exit 4 before downloading.
