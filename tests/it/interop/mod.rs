@@ -73,3 +73,4 @@ fn assert_ranged(entries: &[&Logged], size: u64, log: &str) {
         "the GETs carried {bytes} of {size} bytes:\n{log}"
     );
 }
+mod squid;

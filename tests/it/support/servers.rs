@@ -218,7 +218,8 @@ fn set_mode(path: &Path, mode: u32) {
 }
 
 /// One line of an access log in the format every server here is configured with:
-/// `STATUS METHOD PATH "RANGE" BYTES` (`-` for an absent Range header).
+/// `STATUS METHOD PATH "RANGE" BYTES` (`-` for an absent Range header); nginx's
+/// (`support/nginx.rs`) has its `"IF-RANGE"` before the bytes, which is skipped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Logged {
     /// The status sent.
@@ -234,10 +235,12 @@ pub struct Logged {
 }
 
 impl Logged {
-    /// Parses one line; `None` for a line of another shape.
+    /// Parses one line; `None` for a line of another shape. Fields after the quoted range
+    /// and before the byte count (nginx's `If-Range`) are skipped.
     pub fn parse(line: &str) -> Option<Logged> {
         let (head, rest) = line.split_once(" \"")?;
-        let (range, bytes) = rest.rsplit_once("\" ")?;
+        let (range, _) = rest.split_once('"')?;
+        let bytes = line.rsplit(' ').next()?;
         let mut fields = head.split_whitespace();
         let status = fields.next()?.parse().ok()?;
         let method = fields.next()?.to_owned();
