@@ -74,3 +74,4 @@ fn assert_ranged(entries: &[&Logged], size: u64, log: &str) {
     );
 }
 mod squid;
+mod varnish;
