@@ -1,6 +1,7 @@
-//! System packages the tests rely on (real nginx, tinyproxy, openssl, and a
-//! C++ compiler for libFuzzer), installed with apt-get when missing, plus the
-//! rustup components the checks call.
+//! System packages the tests rely on (real nginx, tinyproxy, openssl, the
+//! servers and caches of the interop matrix, and a C++ compiler for
+//! libFuzzer), installed with apt-get when missing, plus the rustup
+//! components the checks call.
 
 use anyhow::{Result, bail};
 
@@ -16,7 +17,9 @@ pub struct Requirement {
 }
 
 /// What the integration tests start themselves: nginx and tinyproxy on
-/// loopback ports, and openssl to make the HTTPS tests' certificate authority.
+/// loopback ports, openssl to make the HTTPS tests' certificate authority,
+/// and the interop matrix's servers and caches (lighttpd, Apache, Caddy,
+/// busybox httpd, Python's http.server, Squid, Varnish).
 pub const FOR_TESTS: &[Requirement] = &[
     Requirement {
         program: "nginx",
@@ -32,6 +35,43 @@ pub const FOR_TESTS: &[Requirement] = &[
         program: "openssl",
         package: "openssl",
         service: None,
+    },
+    // The interop matrix (tests/it/interop/): each starts in the foreground
+    // on its own loopback port with a configuration the test writes.
+    Requirement {
+        program: "lighttpd",
+        package: "lighttpd",
+        service: Some("lighttpd"),
+    },
+    Requirement {
+        program: "apache2",
+        package: "apache2",
+        service: Some("apache2"),
+    },
+    Requirement {
+        program: "caddy",
+        package: "caddy",
+        service: Some("caddy"),
+    },
+    Requirement {
+        program: "busybox",
+        package: "busybox",
+        service: None,
+    },
+    Requirement {
+        program: "python3",
+        package: "python3",
+        service: None,
+    },
+    Requirement {
+        program: "squid",
+        package: "squid",
+        service: Some("squid"),
+    },
+    Requirement {
+        program: "varnishd",
+        package: "varnish",
+        service: Some("varnish"),
     },
 ];
 
