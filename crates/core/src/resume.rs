@@ -65,7 +65,10 @@ impl JournalWriter {
     /// file renamed over it, never following a link) and opens it to append.
     pub(crate) fn start(path: &Path, journal: &Journal) -> std::io::Result<Self> {
         write_atomic(path, &journal.encode())?;
-        let file = std::fs::OpenOptions::new().append(true).open(path)?;
+        // Never through a link put there since the rename; one writer, so
+        // writing on from the end is appending.
+        let mut file = crate::sys::open_no_follow(path)?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
         let last = journal.hash_points.last().map_or(0, |p| p.hashed);
         Ok(Self {
             file: Mutex::new(Some(file)),
