@@ -70,7 +70,6 @@ pub struct DaemonSpec<'a> {
 /// A server in the foreground, in its own process group, with its directory; dropping it
 /// stops the group (SIGTERM, then SIGKILL) and reaps it.
 pub struct Daemon {
-    name: String,
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
@@ -138,12 +137,7 @@ impl Daemon {
             };
             match exited {
                 None => {
-                    return Daemon {
-                        name: spec.program.to_owned(),
-                        child,
-                        port,
-                        dir,
-                    };
+                    return Daemon { child, port, dir };
                 }
                 Some(status) => {
                     let text = text();
@@ -171,23 +165,9 @@ impl Daemon {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    /// Its directory: configuration, logs, pid file.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// The access log `name` in its directory.
     pub fn log(&self, name: &str) -> AccessLog {
         AccessLog::new(self.dir.path().join(name))
-    }
-
-    /// Everything it printed, for failure messages.
-    pub fn output(&self) -> String {
-        format!(
-            "{} output:\n{}",
-            self.name,
-            read_lossy(&self.dir.path().join("output.txt"))
-        )
     }
 }
 
@@ -260,18 +240,6 @@ impl Logged {
             range,
             bytes,
         })
-    }
-
-    /// The first byte of a `bytes=a-b` or `bytes=a-` range.
-    pub fn range_start(&self) -> Option<u64> {
-        self.range
-            .as_deref()?
-            .strip_prefix("bytes=")?
-            .split('-')
-            .next()?
-            .trim()
-            .parse()
-            .ok()
     }
 }
 
@@ -370,9 +338,4 @@ pub fn gets_of<'a>(entries: &'a [Logged], path: &str) -> Vec<&'a Logged> {
         .iter()
         .filter(|entry| entry.method == "GET" && entry.path == path)
         .collect()
-}
-
-/// Body bytes of these entries together.
-pub fn bytes_of(entries: &[&Logged]) -> u64 {
-    entries.iter().map(|entry| entry.bytes).sum()
 }
