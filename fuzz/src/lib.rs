@@ -19,6 +19,7 @@ use rangefetch_core::internals::{
     parse_content_length, parse_etag, parse_http_date, parse_retry_after,
 };
 use rangefetch_core::{ChecksumLookupError, Sha256Hex, find_checksum, parse_checksums};
+use rangefetch_core::{DEFAULT_FTYPES, image_downloads_path, parse_index, parse_products, select};
 use rangefetch_core::{format_size, parse_size};
 
 /// `Content-Range`: whatever parses formats back to itself, and a range lies
@@ -211,5 +212,45 @@ pub fn check_digest(data: &[u8]) {
             parse_repr_digest(&appended).contains(&zero),
             "{appended:?} lost its last member"
         );
+    }
+}
+
+/// Simplestreams index and products files: no panics on any input; an
+/// image picked from a products file has a relative path, one of the file
+/// types asked for, and its product answers to the name it was picked by.
+pub fn check_simplestreams(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(entries) = parse_index(&text)
+        && let Ok(path) = image_downloads_path(&entries)
+    {
+        assert!(
+            entries
+                .iter()
+                .any(|e| e.path.as_deref() == Some(path.as_str()))
+        );
+    }
+    let Ok(products) = parse_products(&text) else {
+        return;
+    };
+    for product in &products {
+        assert!(product.versions.windows(2).all(|pair| {
+            rangefetch_core::compare_serials(&pair[0].serial, &pair[1].serial).is_le()
+        }));
+        let (Some(arch), Some(release)) = (&product.arch, &product.release) else {
+            continue;
+        };
+        if let Ok(picked) = select(&products, release, arch, &DEFAULT_FTYPES) {
+            assert!(!picked.path.contains("://"), "{picked:?}");
+            assert!(
+                DEFAULT_FTYPES.contains(&picked.ftype.as_str()),
+                "{picked:?}"
+            );
+            assert!(
+                products
+                    .iter()
+                    .any(|p| p.name == picked.product && p.answers_to(release)),
+                "{picked:?}"
+            );
+        }
     }
 }

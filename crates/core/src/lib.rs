@@ -124,6 +124,7 @@ mod range;
 mod retry;
 #[cfg(feature = "openpgp")]
 mod signature;
+mod simplestreams;
 mod size;
 // The only `unsafe`.
 mod sys;
@@ -144,6 +145,11 @@ pub use resume::{part_path, state_path};
 #[cfg(feature = "openpgp")]
 pub use signature::{
     Keyring, SignatureError, Signer, is_cleartext, verify_cleartext, verify_detached,
+};
+pub use simplestreams::{
+    DEFAULT_FTYPES, IMAGE_DOWNLOADS, IndexEntry, Item, Product, ProductVersion, Selection,
+    StreamsError, compare_serials, debian_arch, image_downloads_path, mirror_url, parse_index,
+    parse_products, select, signed_path,
 };
 pub use size::{SizeError, format_size, parse_size};
 pub use store::WriteMode;

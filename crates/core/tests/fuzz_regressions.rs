@@ -77,6 +77,11 @@ fn size() {
 }
 
 #[test]
+fn simplestreams() {
+    replay("simplestreams", checks::check_simplestreams);
+}
+
+#[test]
 fn digest() {
     replay("digest", checks::check_digest);
 }
@@ -141,6 +146,7 @@ fn every_fuzz_target_has_saved_inputs() {
             "file_name",
             "headers",
             "journal",
+            "simplestreams",
             "size"
         ],
         "a fuzz target was added or removed: give it a replay here and a folder under \
@@ -167,4 +173,7 @@ fn checks_pass_on_well_formed_inputs() {
     checks::check_headers(b"Sun, 06 Nov 1994 08:49:37 GMT");
     checks::check_headers(b"5, 5");
     checks::check_headers(b"attachment; filename*=UTF-8''x%20y.iso");
+    checks::check_simplestreams(include_bytes!(
+        "../../../fuzz/regressions/simplestreams/products-two-releases"
+    ));
 }
