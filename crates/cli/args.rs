@@ -27,6 +27,9 @@ pub enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+    /// Download an Ubuntu cloud image by name (noble, 24.04, lts) from a
+    /// simplestreams mirror, verified against its published sha256.
+    Image(ImageArgs),
     /// Print the manual page (roff) on stdout.
     #[command(hide = true)]
     Man,
@@ -44,6 +47,17 @@ pub struct GetArgs {
     pub expected: Expected,
     #[command(flatten)]
     pub trust: Trust,
+    /// Take the expected hash from the server's Repr-Digest, Digest or
+    /// X-Linked-ETag header when none is given.
+    #[arg(long)]
+    pub trust_server_digest: bool,
+    #[command(flatten)]
+    pub transfer: Transfer,
+}
+
+/// How a download runs and reports: the options `get` and `image` share.
+#[derive(Debug, Args)]
+pub struct Transfer {
     /// Most concurrent connections (1..=64).
     #[arg(short = 'c', long, value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -72,10 +86,6 @@ pub struct GetArgs {
     /// Largest total size of the cache; least recently used files are evicted beyond it.
     #[arg(long, value_name = "SIZE", value_parser = parse_any_size)]
     pub cache_max_size: Option<u64>,
-    /// Take the expected hash from the server's Repr-Digest, Digest or
-    /// X-Linked-ETag header when none is given.
-    #[arg(long)]
-    pub trust_server_digest: bool,
     /// JSON lines on stdout: progress events, then one summary object.
     #[arg(long)]
     pub json: bool,
@@ -129,6 +139,37 @@ pub struct VerifyExpected {
     #[arg(long, value_name = "URL|PATH")]
     pub sha256_sums: Option<String>,
 }
+
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// The release: codename, version or alias (noble, 24.04, lts).
+    #[arg(value_name = "RELEASE")]
+    pub release: String,
+    /// Architecture, Debian/Ubuntu naming (amd64, arm64, …) [default: this machine's].
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
+    /// File type of the item [default: the first present of uefi1.img, img.xz, disk1.img].
+    #[arg(long, value_name = "FTYPE")]
+    pub ftype: Option<String>,
+    /// The simplestreams tree: a mirror's URL, the directory holding streams/v1/.
+    #[arg(long, value_name = "URL", default_value = DEFAULT_MIRROR)]
+    pub mirror: String,
+    /// OpenPGP keyring (binary or armored); with it only the clearsigned
+    /// .sjson files are read, and each must verify before it is used.
+    #[arg(long, value_name = "PATH")]
+    pub keyring: Option<PathBuf>,
+    /// Destination file [default: the file name of the item's path].
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Print `<sha256>  <url>` of the image and download nothing.
+    #[arg(long)]
+    pub print: bool,
+    #[command(flatten)]
+    pub transfer: Transfer,
+}
+
+/// Ubuntu's public release stream of cloud images.
+pub const DEFAULT_MIRROR: &str = "https://cloud-images.ubuntu.com/releases/";
 
 #[derive(Debug, Args)]
 pub struct HashArgs {

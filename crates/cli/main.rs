@@ -1,15 +1,17 @@
 //! The `rangefetch` binary: parse the command line, start a runtime, run
-//! one command (`get`, `verify`, `hash`, `completions`, `man`) and exit with
+//! one command (`get`, `image`, `verify`, `hash`, `completions`, `man`) and exit with
 //! the code docs/CONTRACT.md gives its outcome.
 //!
 //! Beside it, one concern per file: `args` (the flags), `settings` (flags
 //! plus environment → the core `Config`; the only reader of the
-//! environment), `checksum_file` (the expected hash), `render` (events and
+//! environment), `checksum_file` (the expected hash), `image` (a cloud
+//! image found by name in a simplestreams tree), `render` (events and
 //! summaries), `exit` (exit codes, error lines, hints), `signals` (Ctrl-C).
 
 mod args;
 mod checksum_file;
 mod exit;
+mod image;
 mod render;
 mod settings;
 mod signals;
@@ -23,7 +25,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use rangefetch_core::{CancelToken, Download, ErrorKind, Sha256Hex};
 
-use crate::args::{Cli, Command, GetArgs, HashArgs, VerifyArgs};
+use crate::args::{Cli, Command, GetArgs, HashArgs, Transfer, VerifyArgs};
 use crate::exit::Failure;
 use crate::render::Render;
 
@@ -33,7 +35,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return exit::parse_error(&error, args::asks_for_json(std::env::args_os())),
     };
-    let json = matches!(&cli.command, Command::Get(args) if args.json);
+    let json = match &cli.command {
+        Command::Get(args) => args.transfer.json,
+        Command::Image(args) => args.transfer.json,
+        _ => false,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -47,6 +53,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Get(args) => get(args).await,
+            Command::Image(args) => image::image(args).await,
             Command::Verify(args) => verify(args).await,
             Command::Hash(args) => hash(args).await,
             Command::Completions { shell } => {
@@ -95,7 +102,11 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
     if let Some(output) = &args.output {
         builder = builder.output(output.clone());
     }
-    let render = Arc::new(Render::new(args.json, args.quiet, settings::color()));
+    let render = Arc::new(Render::new(
+        args.transfer.json,
+        args.transfer.quiet,
+        settings::color(),
+    ));
     let mut provenance = render::Provenance::default();
     let expectation =
         checksum_file::for_url(&args.expected, &args.trust, &args.urls[0], &settings.config)
@@ -115,18 +126,50 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
     if let Some(hash) = expected {
         builder = builder.sha256(hash);
     }
+    download(builder, &args.transfer, settings, render, &provenance, None).await
+}
+
+/// Runs a download the way `get` does — the cache, the output directory
+/// check, Ctrl-C, the summary — once its URLs and expected hash are set.
+/// `size` is the total the file must have, when the publisher states it: a
+/// download whose probe finds another is stopped as an integrity failure.
+async fn download(
+    mut builder: rangefetch_core::DownloadBuilder,
+    transfer: &Transfer,
+    settings: settings::GetSettings,
+    render: Arc<Render>,
+    provenance: &render::Provenance,
+    size: Option<u64>,
+) -> Result<(), Failure> {
     if let Some(dir) = &settings.cache_dir {
-        let cache = rangefetch_core::Cache::open(dir, args.cache_max_size)
+        let cache = rangefetch_core::Cache::open(dir, transfer.cache_max_size)
             .with_context(|| format!("cannot open cache directory {}", dir.display()))
             .map_err(|e| Failure::new(exit::IO, e))?;
         builder = builder.cache(cache);
     }
     let sink = Arc::clone(&render);
     let cancel = CancelToken::new();
+    let wrong_size = Arc::new(std::sync::Mutex::new(None::<u64>));
+    let (size_cancel, size_seen) = (cancel.clone(), Arc::clone(&wrong_size));
     let download = builder
         .config(settings.config)
         .cancel_token(cancel.clone())
-        .on_event(move |event| sink.event(&event))
+        .on_event(move |event| {
+            if let (
+                Some(size),
+                rangefetch_core::Event::Started {
+                    total: Some(total), ..
+                },
+            ) = (size, &event)
+                && *total != size
+            {
+                *size_seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(*total);
+                size_cancel.cancel();
+            }
+            sink.event(&event);
+        })
         .build()
         .map_err(|e| exit::from_core(e, None))?;
     if let Some(parent) = download
@@ -145,11 +188,29 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
     let outcome = download.run().await;
     signals.abort();
     render.finish();
+    let size_mismatch = |size: u64, found: u64| {
+        Failure::new(
+            exit::CHECKSUM,
+            anyhow::anyhow!(
+                "size mismatch: the catalogue states {size} bytes, the server has {found}"
+            ),
+        )
+        .hint("the file on the mirror is not the one the catalogue describes; try another mirror")
+    };
+    let found = *wrong_size
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let (Some(size), Some(found)) = (size, found) {
+        return Err(size_mismatch(size, found));
+    }
     let outcome = outcome.map_err(|e| match e.kind() {
         ErrorKind::Cancelled => exit::interrupted(&part),
         _ => exit::from_core(e, settings.proxy_shown.as_deref()),
     })?;
-    render.done(&outcome, &provenance);
+    if let Some(size) = size.filter(|size| *size != outcome.bytes) {
+        return Err(size_mismatch(size, outcome.bytes));
+    }
+    render.done(&outcome, provenance);
     Ok(())
 }
 

@@ -37,6 +37,8 @@ pub struct Provenance {
     pub signed_file: Option<String>,
     /// The expected hash was the server's own digest (`--trust-server-digest`).
     pub from_server_digest: bool,
+    /// What `image` picked from the simplestreams tree.
+    pub image: Option<serde_json::Value>,
 }
 
 /// The start `t_s` counts from: the first call, which `main` makes before
@@ -224,6 +226,7 @@ impl Render {
                 "server_digest": server_digest, "signed_by": provenance.signed_by,
                 "signed_file": provenance.signed_file,
                 "hash_from_server_digest": provenance.from_server_digest,
+                "image": provenance.image,
                 "t_s": started.elapsed().as_secs_f64(),
             }));
             return;

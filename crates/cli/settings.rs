@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rangefetch_core::Config;
 
-use crate::args::GetArgs;
+use crate::args::{GetArgs, ImageArgs, Transfer};
 use crate::exit::{self, Failure};
 
 /// What `get` runs with, besides its URLs and expected hash.
@@ -31,8 +31,21 @@ pub fn for_get(args: &GetArgs) -> Result<GetSettings, Failure> {
     get_settings(args, &process_env)
 }
 
+/// The settings of `image`: those of `get`, the proxy chosen for the mirror.
+pub fn for_image(args: &ImageArgs) -> Result<GetSettings, Failure> {
+    transfer_settings(&args.transfer, Some(&args.mirror), &process_env)
+}
+
 fn get_settings(
     args: &GetArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<GetSettings, Failure> {
+    transfer_settings(&args.transfer, args.urls.first(), env)
+}
+
+fn transfer_settings(
+    args: &Transfer,
+    first_url: Option<&String>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<GetSettings, Failure> {
     let mut config = Config::default();
@@ -43,7 +56,7 @@ fn get_settings(
     config.connect_timeout = Duration::from_secs_f64(args.connect_timeout);
     config.proxy = match &args.proxy {
         Some(proxy) => Some(proxy.clone()),
-        None => args.urls.first().and_then(|url| proxy_from_env(url, env)),
+        None => first_url.and_then(|url| proxy_from_env(url, env)),
     };
     for path in &args.ca_cert {
         let pem = std::fs::read(path)

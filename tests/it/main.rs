@@ -13,11 +13,14 @@ mod integrity;
 mod interop; // real servers and caches from Debian packages, and the quirks they showed
 // Get: `get`, `hash` and `verify` against the fault-free test server, and the exit codes.
 mod get;
+mod image; // `image`: cloud images by name from a simplestreams tree served by nginx, signed or not
 // JSON: the `--json` event lines and summary, completions, and no colour on a pipe.
 mod json;
 mod local_files; // hash, verify and usage errors on local input
 // nginx: a real web server whose range handling we did not write.
 mod nginx;
+// Over-fetch: the bytes the server sends, against the file's size.
+mod overfetch;
 // Proxies: `--proxy` and the proxy variables, through a real tinyproxy.
 mod proxy;
 // Resume: Ctrl-C, kill -9, a damaged journal, a changed remote, a full disk.

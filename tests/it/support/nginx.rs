@@ -51,6 +51,11 @@ impl Nginx {
         (Self::start(root, options), sha256_bytes(&bytes))
     }
 
+    /// Serves the directory `root` as it is (a tree of files the test wrote).
+    pub fn serving_dir(root: tempfile::TempDir, options: &NginxOptions) -> Nginx {
+        Self::start(root, options)
+    }
+
     /// Serves `root` and waits until nginx accepts connections; a port taken between choosing
     /// and binding it is retried with another.
     fn start(root: tempfile::TempDir, options: &NginxOptions) -> Nginx {
