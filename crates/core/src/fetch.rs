@@ -478,7 +478,14 @@ impl Fetcher {
             return false;
         }
         let small = crate::probe::SMALL_PROBE_LEN;
-        match probe(&self.client, &source.original, small, self.policy.stall_timeout).await {
+        match probe(
+            &self.client,
+            &source.original,
+            small,
+            self.policy.stall_timeout,
+        )
+        .await
+        {
             Ok((remote, _))
                 if remote.total == self.total
                     && source
