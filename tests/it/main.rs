@@ -19,6 +19,8 @@ mod json;
 mod local_files; // hash, verify and usage errors on local input
 // nginx: a real web server whose range handling we did not write.
 mod nginx;
+// Over-fetch: the bytes the server sends, against the file's size.
+mod overfetch;
 // Proxies: `--proxy` and the proxy variables, through a real tinyproxy.
 mod proxy;
 // Resume: Ctrl-C, kill -9, a damaged journal, a changed remote, a full disk.

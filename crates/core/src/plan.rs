@@ -138,12 +138,25 @@ impl Scheduler {
         Assignment { id, range, stolen }
     }
 
-    /// The next range to fetch: the lowest pending chunk, else the far half
+    /// The size of the next piece handed out: a chunk while much is left,
+    /// then smaller as the unassigned bytes shrink (an even share per task
+    /// in flight, never below `min_piece`), so that the tail is already cut
+    /// fine when connections start to go idle, and they take small pending
+    /// pieces instead of stealing — every steal throws away whatever of the
+    /// victim's range the server already sent.
+    fn piece_size(&self) -> u64 {
+        let unassigned: u64 = self.pending.iter().map(|(start, end)| end - start).sum();
+        let share = unassigned / (self.tasks.len() as u64 + 1);
+        self.chunk_size.min(share.max(self.min_piece))
+    }
+
+    /// The next range to fetch: the lowest pending piece, else the far half
     /// of the largest in-flight remainder, else `None`.
     pub fn next_assignment(&mut self) -> Option<Assignment> {
+        let piece = self.piece_size();
         if let Some((&start, &end)) = self.pending.iter().next() {
             self.pending.remove(&start);
-            let chunk_end = end.min(start.saturating_add(self.chunk_size));
+            let chunk_end = end.min(start.saturating_add(piece));
             if chunk_end < end {
                 self.pending.insert(chunk_end, end);
             }
@@ -282,7 +295,8 @@ mod tests {
 
     #[test]
     fn hands_out_chunks_lowest_first() {
-        let mut plan = fresh(25, 10, 1);
+        // With the smallest piece a whole chunk, every piece is a chunk.
+        let mut plan = fresh(25, 10, 10);
         let a = plan.next_assignment().expect("first");
         let b = plan.next_assignment().expect("second");
         let c = plan.next_assignment().expect("third");
@@ -295,6 +309,42 @@ mod tests {
             )
         );
         assert!(!c.stolen);
+    }
+
+    #[test]
+    fn pieces_shrink_as_the_unassigned_bytes_do() {
+        // 100 MiB in 8 MiB chunks over 8 connections, 1 MiB at least: chunks while much is
+        // left, then an even share per task in flight, then the smallest piece.
+        let mib = 1 << 20;
+        let mut plan = fresh(100 * mib, 8 * mib, mib);
+        let mut sizes = Vec::new();
+        while let Some(assignment) = plan.next_assignment() {
+            if assignment.stolen {
+                break;
+            }
+            sizes.push(assignment.range.len());
+            if plan.in_flight() == 8 {
+                // One connection finishes and asks again.
+                let (&oldest, _) = plan.tasks.iter().next().expect("a task");
+                let range = plan.remaining(oldest);
+                plan.claim(oldest, range.len());
+                plan.mark_written(range);
+                plan.release(oldest);
+            }
+        }
+        assert_eq!(sizes.iter().sum::<u64>(), 100 * mib, "{sizes:?}");
+        assert!(sizes[..4].iter().all(|&size| size == 8 * mib), "{sizes:?}");
+        assert!(sizes.windows(2).all(|w| w[1] <= w[0]), "{sizes:?}");
+        // Only the very end of the file may be cut below the smallest piece.
+        let (last, rest) = sizes.split_last().expect("pieces");
+        assert!(
+            rest.iter().all(|&size| size >= mib) && *last <= mib,
+            "{sizes:?}"
+        );
+        assert!(
+            rest.iter().rev().take(4).all(|&size| size == mib),
+            "{sizes:?}"
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ fn journal_hashed(state: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(state).ok()?;
     text.lines()
         .filter_map(|line| line.strip_prefix("hashed "))
-        .last()?
+        .next_back()?
         .split(' ')
         .next()?
         .parse()
