@@ -612,7 +612,7 @@ impl Download {
                         .await
                         .map(|written| (written, 1))
                 }
-                FirstBody::Partial(..) | FirstBody::Refetch(_) => {
+                FirstBody::Partial(..) | FirstBody::Refetch(_) | FirstBody::Mangled => {
                     crate::stream::single_stream(&fetcher, None)
                         .await
                         .map(|written| (written, 1))

@@ -60,6 +60,10 @@ pub(crate) enum FirstBody {
     /// encoded range): the single stream asks for the whole file again,
     /// expecting this coding, if any.
     Refetch(Option<String>),
+    /// A `200` with a `Content-Range` (a proxy that mangles ranged
+    /// answers): nothing of it is used; one stream of the whole file
+    /// instead, asked without `Range`.
+    Mangled,
     /// The file is empty (`416` with `bytes */0`, or a `200` of length 0).
     Empty,
 }
@@ -76,6 +80,9 @@ pub(crate) fn notices(remote: &Remote, first: &FirstBody, expected_hash: bool) -
         )),
         FirstBody::Whole(_) => notice(format!(
             "{url} does not serve byte ranges; downloading it as one stream, which an interruption restarts from the beginning"
+        )),
+        FirstBody::Mangled => notice(format!(
+            "{url} answered a ranged request with 200 and a Content-Range, as proxies that mangle ranged answers do; downloading the whole file as one stream, without ranges"
         )),
         FirstBody::Refetch(None) => notice(format!(
             "{url} serves ranges but does not say how large the file is; downloading it as one stream"
@@ -155,6 +162,11 @@ pub(crate) async fn probe(
             ))
         }
         StatusCode::OK => {
+            if headers.contains_key(header::CONTENT_RANGE) {
+                // A 200 that claims to carry a range (a P2P proxy's bug): its
+                // body is neither the whole file nor a range we can trust.
+                return Ok((remote(None, false), FirstBody::Mangled));
+            }
             if let Some(coding) = content_coding(headers) {
                 let found = remote(None, false);
                 return Ok((found, FirstBody::Encoded(response, coding)));

@@ -69,6 +69,13 @@ async fn request_whole(fetcher: &Fetcher) -> Result<u64> {
     if response.status() != StatusCode::OK {
         return Err(status_error(&response, url));
     }
+    if response.headers().contains_key(header::CONTENT_RANGE) {
+        return Err(Error::new(
+            ErrorKind::Protocol,
+            "server answered a request for the whole file with a Content-Range",
+        )
+        .with_url(url));
+    }
     if let Some(reason) = source
         .validator
         .mismatch(&Validator::from_headers(response.headers()), false)
