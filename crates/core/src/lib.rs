@@ -138,7 +138,7 @@ pub use digest::{DigestHeader, ServerDigest};
 pub use download::{Config, Download, DownloadBuilder, Outcome};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventSink};
-pub use lookup::{fetch_bytes, server_digest};
+pub use lookup::{fetch_bytes, fetch_text, server_digest};
 pub use name::{NameError, file_name_from_url};
 pub use range::ByteRange;
 pub use resume::{part_path, state_path};
@@ -153,7 +153,6 @@ pub use simplestreams::{
 };
 pub use size::{SizeError, format_size, parse_size};
 pub use store::WriteMode;
-pub use transport::fetch_text;
 pub use verify::{hash_file, hash_files};
 
 /// Internals for the crate's benches, fuzz targets and tests: not a

@@ -37,6 +37,13 @@ pub async fn fetch_bytes(url: &str, config: &Config, limit: usize) -> Result<Vec
     Ok(body)
 }
 
+/// Fetches a small text resource (a checksum file), at most `limit` bytes;
+/// bytes that are not UTF-8 become U+FFFD.
+pub async fn fetch_text(url: &str, config: &Config, limit: usize) -> Result<String> {
+    let bytes = fetch_bytes(url, config, limit).await?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// The SHA-256 the server states for the file at `url` (`Repr-Digest`,
 /// `Digest`, `X-Linked-ETag`), learnt from a probe for its first byte;
 /// `None` when it states none. Digests that disagree with each other are

@@ -190,34 +190,6 @@ pub(crate) fn status_error(response: &Response, url: &Url) -> Error {
     .with_retry_after(retry_after(response.headers()))
 }
 
-/// Fetches a small text resource (a checksum file), at most `limit` bytes,
-/// with the same proxy and TLS settings as a download.
-pub async fn fetch_text(url: &str, config: &Config, limit: usize) -> Result<String> {
-    let url = crate::download::parse_url(url)?;
-    let client = client(config)?;
-    let mut response = send_within(
-        client.get(url.clone()),
-        config.stall_timeout.max(config.connect_timeout),
-        &url,
-    )
-    .await?;
-    if !response.status().is_success() {
-        return Err(status_error(&response, &url));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| network_error(e, &url))? {
-        if body.len() + chunk.len() > limit {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!("larger than {limit} bytes"),
-            )
-            .with_url(&url));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(String::from_utf8_lossy(&body).into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
