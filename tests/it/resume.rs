@@ -291,10 +291,15 @@ fn no_journal_is_left_after_success() {
     }
 }
 
-#[test]
-fn corrupt_journal_is_ignored_with_a_warning() {
-    let size = 64 * MIB;
-    let file = FileSpec::new("/img.bin", size, 33);
+/// A 64 MiB download (seed `seed`) interrupted with a journal in place, then `damage` done to
+/// that journal's bytes, then the same command again on the fault-free server; returns the
+/// rerun, checked against `expect` (with the file's SHA-256 filled in).
+fn rerun_after_damaging_the_journal(
+    seed: u64,
+    damage: impl FnOnce(&mut Vec<u8>),
+    expect: impl FnOnce(&str) -> Expect,
+) -> Ran {
+    let file = FileSpec::new("/img.bin", 64 * MIB, seed);
     let expected = file.sha256_hex();
     let server = throttled_server(file, 2 * MIB);
     let dir = tempdir();
@@ -307,19 +312,27 @@ fn corrupt_journal_is_ignored_with_a_warning() {
         ])
     };
     let interrupted = interrupted_run(get());
-
     let state = with_suffix(&interrupted.out, ".part.state");
     let mut journal = std::fs::read(&state).expect("read the journal");
-    // A byte of the header (the URL line): the header is one checksummed unit.
-    journal[30] ^= 0x01;
+    damage(&mut journal);
     std::fs::write(&state, &journal).expect("write the damaged journal");
-
     server.set_faults(FaultScript::default());
-    // A journal whose header cannot be trusted is discarded whole: the file is fetched again.
-    let rerun = get().expect(
-        Expect::success(&expected)
-            .stderr_has("resume state")
-            .served(size..=size + 8 * MIB),
+    get().expect(expect(&expected))
+}
+
+#[test]
+fn corrupt_journal_is_ignored_with_a_warning() {
+    let size = 64 * MIB;
+    // A byte of the header (the URL line): the header is one checksummed unit, so a journal
+    // whose header cannot be trusted is discarded whole and the file is fetched again.
+    let rerun = rerun_after_damaging_the_journal(
+        33,
+        |journal| journal[30] ^= 0x01,
+        |expected| {
+            Expect::success(expected)
+                .stderr_has("resume state")
+                .served(size..=size + 8 * MIB)
+        },
     );
     let warnings: Vec<&str> = rerun
         .stderr
@@ -336,37 +349,25 @@ fn corrupt_journal_is_ignored_with_a_warning() {
 
 #[test]
 fn a_damaged_journal_line_keeps_the_blocks_before_it() {
-    let size = 64 * MIB;
-    let file = FileSpec::new("/img.bin", size, 35);
-    let expected = file.sha256_hex();
-    let server = throttled_server(file, 2 * MIB);
-    let dir = tempdir();
-    let get = || {
-        Scenario::on(&server, "/img.bin").in_dir(dir.path()).args(&[
-            "--chunk-size",
-            "1MiB",
-            "--sha256",
-            &expected,
-        ])
-    };
-    let interrupted = interrupted_run(get());
-    let state = with_suffix(&interrupted.out, ".part.state");
-    let text = std::fs::read_to_string(&state).expect("read the journal");
-    let blocks: Vec<&str> = text
-        .lines()
-        .filter(|line| line.starts_with("block "))
-        .collect();
-    // Damage the last quarter's first block line: it and every line after it are dropped.
-    let victim = blocks[blocks.len() * 3 / 4];
-    let at = text.find(victim).expect("the line is in the text") + "block ".len();
-    let mut bytes = text.into_bytes();
-    bytes[at] ^= 0x01;
-    std::fs::write(&state, &bytes).expect("write the damaged journal");
-    server.set_faults(FaultScript::default());
-    let rerun = get().expect(Expect::success(&expected).stderr_has("damaged line"));
+    // Damage the first block line of the last quarter: it and every line after it are
+    // dropped, the blocks before it are used.
+    let rerun = rerun_after_damaging_the_journal(
+        35,
+        |journal| {
+            let text = String::from_utf8_lossy(journal).into_owned();
+            let blocks: Vec<&str> = text
+                .lines()
+                .filter(|line| line.starts_with("block "))
+                .collect();
+            let victim = blocks[blocks.len() * 3 / 4];
+            let at = text.find(victim).expect("the line is in the text") + "block ".len();
+            journal[at] ^= 0x01;
+        },
+        |expected| Expect::success(expected).stderr_has("damaged line"),
+    );
     let served = served(&rerun);
     assert!(
-        served < size,
+        served < 64 * MIB,
         "the blocks before the damaged line were not reused: {served} bytes served\n{}",
         rerun.describe()
     );
