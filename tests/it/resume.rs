@@ -11,7 +11,8 @@ use std::time::Duration;
 use rangefetch_testserver::{Fault, FaultRule, FaultScript, FileSpec, TestServer};
 
 use crate::support::{
-    Expect, KIB, MIB, Ran, Run, Scenario, SeededRng, start_server, tempdir, with_suffix,
+    Expect, KIB, MIB, Ran, Run, Scenario, SeededRng, journal_blocks, start_server, tempdir,
+    with_suffix,
 };
 
 /// A server for one file whose every connection is throttled to `bytes_per_sec`, so that a
@@ -188,20 +189,6 @@ fn twenty_kill_9_at_random_points_then_complete() {
         rounds.join("\n"),
         last.describe()
     );
-}
-
-/// The blocks `journal` records, as `(start, end)`, read from its text.
-fn journal_blocks(journal: &Path) -> Vec<(u64, u64)> {
-    let Ok(text) = std::fs::read_to_string(journal) else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|line| line.strip_prefix("block "))
-        .filter_map(|rest| {
-            let mut fields = rest.split(' ');
-            Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
-        })
-        .collect()
 }
 
 #[test]

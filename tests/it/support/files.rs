@@ -83,3 +83,26 @@ pub fn read_lossy(path: &Path) -> String {
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
         .unwrap_or_default()
 }
+
+/// The blocks a resume journal (`<out>.part.state`) records, as `(start, end)`, read from its
+/// text (`block START END CRC ~LINECRC` lines); none if it cannot be read.
+pub fn journal_blocks(journal: &Path) -> Vec<(u64, u64)> {
+    let Ok(text) = std::fs::read_to_string(journal) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| line.strip_prefix("block "))
+        .filter_map(|rest| {
+            let mut fields = rest.split(' ');
+            Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The bytes a resume journal records as written.
+pub fn journal_recorded(journal: &Path) -> u64 {
+    journal_blocks(journal)
+        .iter()
+        .map(|(start, end)| end - start)
+        .sum()
+}

@@ -18,7 +18,8 @@ pub mod servers;
 pub use binary::{Run, run, settled_body_bytes};
 pub use check::{Expect, assert_exit};
 pub use files::{
-    KIB, MIB, WRONG_SHA256, files_under, sha256_bytes, sha256_file, tempdir, with_suffix,
+    KIB, MIB, WRONG_SHA256, files_under, journal_blocks, journal_recorded, sha256_bytes,
+    sha256_file, tempdir, with_suffix,
 };
 pub use nginx::{Nginx, NginxOptions};
 pub use pki::TestPki;
