@@ -118,8 +118,8 @@ fn interrupted_and_resumed() {
         "resumed {resumed}\n{}",
         second.describe()
     );
-    let all = log(&server).since(0);
-    let entries = rerun_entries(&all);
+    let rerun = rerun_entries(&log(&server));
+    let entries = &rerun[..];
     let gets = gets_of(entries, "/img.bin");
     let fetched: u64 = gets.iter().map(|entry| entry.bytes).sum();
     assert!(

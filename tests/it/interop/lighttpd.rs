@@ -86,8 +86,8 @@ fn interrupted_and_resumed() {
         .expect(Expect::success(&sha256).json());
     let resumed = resumed_bytes(&second);
     assert!(resumed > 0, "nothing was resumed\n{}", second.describe());
-    let all = log(&server).since(0);
-    let entries = rerun_entries(&all);
+    let rerun = rerun_entries(&log(&server));
+    let entries = &rerun[..];
     let fetched: u64 = gets_of(entries, "/img.bin").iter().map(|e| e.bytes).sum();
     assert!(
         fetched <= size - resumed + 2 * MIB,

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::relay::Relay;
-use crate::support::servers::Logged;
+use crate::support::servers::{AccessLog, Logged};
 use crate::support::{Expect, Ran, Scenario, journal_recorded, with_suffix};
 
 mod apache;
@@ -79,12 +79,23 @@ mod varnish;
 
 /// The access-log entries of a rerun that resumed: from its resume probe (`bytes=0-1`, which
 /// a fresh run never sends) on. Counting from the probe rather than from a count taken before
-/// the rerun keeps a server that writes its log late (lighttpd, once a second) from lending
-/// the first run's entries to the rerun.
-fn rerun_entries(entries: &[Logged]) -> &[Logged] {
-    let start = entries
-        .iter()
-        .rposition(|entry| entry.range.as_deref() == Some("bytes=0-1"))
-        .unwrap_or_else(|| panic!("no resume probe (bytes=0-1) in the log: {entries:?}"));
-    &entries[start..]
+/// the rerun keeps a server that writes its log late (lighttpd buffers it, and on a busy
+/// machine flushes it later than once a second) from lending the first run's entries to the
+/// rerun; the log is read until the probe's line is there.
+fn rerun_entries(log: &AccessLog) -> Vec<Logged> {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = log.since(0);
+        if let Some(start) = all
+            .iter()
+            .rposition(|entry| entry.range.as_deref() == Some("bytes=0-1"))
+        {
+            return all[start..].to_vec();
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no resume probe (bytes=0-1) in the log within 60 s: {all:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
