@@ -22,7 +22,9 @@ usage: rangefetch-testserver --size SIZE [--seed N] [--port PORT] [--path /img.b
                    [MIN, MAX), e.g. 5MB-50MB (overrides --flaky's interval)
   --no-ranges      ignore Range and omit Accept-Ranges
 
-Prints one line `URL=... SHA256=... SIZE=...`, then serves until SIGTERM or Ctrl-C.";
+Prints one line `URL=... SHA256=... SIZE=...`, then serves until SIGTERM or Ctrl-C.
+Each line read on stdin is answered on stdout with `SENT=<body bytes> REQUESTS=<n>`:
+the server's own count of file bytes written to sockets and of requests so far.";
 
 /// The `--flaky` link's per-connection rate: 8 connections move a GiB in about five seconds.
 const FLAKY_BYTES_PER_SEC: u64 = 25 << 20;
@@ -103,30 +105,51 @@ fn serve(args: &Args) -> std::io::Result<()> {
     // Whoever reads this line (a script, the demo) waits for it before starting the client.
     stdout.flush()?;
     drop(stdout);
-    wait_for_termination()?;
+    wait_for_termination(&server)?;
     drop(server);
     Ok(())
 }
 
 /// Blocks until SIGTERM or Ctrl-C, so that the server shuts down cleanly and the exit status
-/// is 0.
-fn wait_for_termination() -> std::io::Result<()> {
+/// is 0; meanwhile answers each line on stdin with the served counts (a benchmark asks for
+/// them before and after each run).
+fn wait_for_termination(server: &TestServer) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        #[cfg(unix)]
-        {
-            let mut terminate =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! {
-                interrupted = tokio::signal::ctrl_c() => interrupted,
-                _ = terminate.recv() => Ok(()),
+    let (asked, mut questions) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // A blocking read of stdin on a thread of its own; it ends at EOF (stdin from /dev/null)
+    // or with the process.
+    std::thread::spawn(move || {
+        for _ in std::io::stdin().lines().map_while(Result::ok) {
+            if asked.send(()).is_err() {
+                return;
             }
         }
-        #[cfg(not(unix))]
-        {
-            tokio::signal::ctrl_c().await
+    });
+    runtime.block_on(async {
+        #[cfg(unix)]
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            #[cfg(unix)]
+            let terminated = terminate.recv();
+            #[cfg(not(unix))]
+            let terminated = std::future::pending::<Option<()>>();
+            tokio::select! {
+                interrupted = tokio::signal::ctrl_c() => return interrupted,
+                _ = terminated => return Ok(()),
+                Some(()) = questions.recv() => {
+                    let mut stdout = std::io::stdout().lock();
+                    writeln!(
+                        stdout,
+                        "SENT={} REQUESTS={}",
+                        server.body_bytes_sent(),
+                        server.requests().len()
+                    )?;
+                    stdout.flush()?;
+                }
+            }
         }
     })
 }
