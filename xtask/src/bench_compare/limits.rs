@@ -51,6 +51,23 @@ pub fn durable_write_rate(dir: &Path, bytes: u64) -> Result<f64> {
     Ok(bytes as f64 / best)
 }
 
+/// The filesystem `dir` is on, as `stat -f` names it (`tmpfs`, `ext2/ext3`).
+pub fn filesystem_type(dir: &Path) -> Option<String> {
+    let dir = dir.display().to_string();
+    if let Ok(found) = Cmd::new("findmnt")
+        .args(["-n", "-o", "FSTYPE", "-T", &dir])
+        .read_stdout()
+        && !found.trim().is_empty()
+    {
+        return Some(found.trim().to_owned());
+    }
+    Cmd::new("stat")
+        .args(["-f", "-c", "%T", &dir])
+        .read_stdout()
+        .ok()
+        .map(|found| found.trim().to_owned())
+}
+
 /// One core's SHA-256 speed by `openssl speed -evp sha256` on 16 KiB
 /// blocks, in bytes per second; `None` without openssl.
 pub fn openssl_sha256_rate() -> Option<f64> {

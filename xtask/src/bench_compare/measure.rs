@@ -1,7 +1,8 @@
 //! One timed run of a [`Job`]: a clean download directory, the command under
 //! GNU `time` (CPU and peak RSS of the whole process tree, from its
 //! `wait4`), wall time from spawn to reap, the machine's other CPU use as a
-//! contention flag, then the hash check and the cleanup.
+//! contention flag, the server's own count of bytes served, then the hash
+//! check and the cleanup.
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::data::{self, is_sha256_hex};
+use super::served::Served;
 use super::server::{signal, stat_fields};
 use super::tool::{Job, Verify};
 use crate::cmd::describe;
@@ -33,6 +35,8 @@ pub struct Run {
     pub failure: Option<String>,
     /// From rangefetch's `--json` events, for jobs that ask for them.
     pub events: Option<EventTiming>,
+    /// Body bytes and requests the server counted for this run.
+    pub served: Option<Served>,
 }
 
 impl Run {
@@ -64,6 +68,7 @@ pub struct EventTiming {
 }
 
 /// Runs jobs one at a time in a scratch directory.
+#[derive(Clone, Debug)]
 pub struct Runner {
     /// GNU time, if installed: `/usr/bin/time`.
     pub time_program: Option<PathBuf>,
@@ -118,6 +123,7 @@ impl Runner {
         }
         own_group(&mut command);
 
+        let served_mark = job.source.counter.as_ref().map(|counter| counter.mark());
         let busy_before = machine_busy();
         let server_before = processes_cpu(&job.source.server_pids);
         let started = Instant::now();
@@ -155,6 +161,18 @@ impl Runner {
         // Whatever the tool left behind in its group (a backgrounded helper).
         signal("-KILL", &group);
         let lines = reader.join().unwrap_or_default();
+        let served = match (&job.source.counter, served_mark) {
+            (Some(counter), Some(Ok(mark))) => counter.since(mark).map(Some),
+            (_, Some(Err(error))) => Err(error),
+            _ => Ok(None),
+        };
+        let served = match served {
+            Ok(served) => served,
+            Err(error) => {
+                eprintln!("note: bytes served not counted: {error:#}");
+                None
+            }
+        };
 
         let resources = self
             .time_program
@@ -181,6 +199,7 @@ impl Runner {
             other_cpu,
             failure,
             events,
+            served,
         })
     }
 
@@ -199,6 +218,7 @@ impl Runner {
             return Some(describe(status));
         }
         let got = match job.verify {
+            Verify::ExitStatus => return None,
             Verify::Stdout => lines
                 .iter()
                 .rev()

@@ -1,8 +1,9 @@
 //! `cargo xtask bench-compare`: times rangefetch against aria2c, axel, wget2
 //! and `curl | tee | sha256sum` on download + verify, on loopback servers it
 //! starts itself (nginx unthrottled and with `limit_rate`, a flaky server,
-//! the test server), and writes the medians, CPU, peak RSS and ratios to
-//! `results.md` for the README's performance section.
+//! the test server), and writes the medians, CPU, peak RSS, bytes served
+//! (by the server's count) and ratios to `results.md` for the README's
+//! performance section.
 //!
 //! The method is that of the reference harness the baseline was measured
 //! with: every run downloads into a clean directory and verifies the hash,
@@ -16,6 +17,7 @@ mod measure;
 mod options;
 mod report;
 mod scenario;
+mod served;
 mod server;
 mod size;
 mod tool;
@@ -56,10 +58,18 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         None => target.join("bench-compare"),
     };
     let wants = |scenario: Scenario| options.scenarios.contains(&scenario);
-    let needs_nginx = wants(Scenario::Fast)
-        || wants(Scenario::Slow)
-        || wants(Scenario::Rss)
-        || wants(Scenario::Sweep);
+    let needs_nginx = [
+        Scenario::Fast,
+        Scenario::Slow,
+        Scenario::Small,
+        Scenario::Mirrors,
+        Scenario::Tmpfs,
+        Scenario::Disk,
+        Scenario::Rss,
+        Scenario::Sweep,
+    ]
+    .into_iter()
+    .any(wants);
 
     heading("tools");
     let toolbox = Toolbox::prepare(&options.tools, needs_nginx, options.install);
@@ -93,7 +103,14 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     }
 
     heading("test data");
-    let needs_big = wants(Scenario::Fast) || wants(Scenario::Sweep);
+    let needs_big = [
+        Scenario::Fast,
+        Scenario::Sweep,
+        Scenario::Tmpfs,
+        Scenario::Disk,
+    ]
+    .into_iter()
+    .any(wants);
     let needs_mid = needs_nginx || wants(Scenario::Flaky);
     let big = needs_big
         .then(|| DataFile::ensure(&data_dir, options.sizes.big, &rangefetch))
@@ -137,7 +154,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     writeln!(
         csv,
         "scenario,job,round,counted,ok,wall_s,cpu_s,peak_rss_mib,other_cpu_s,\
-         last_byte_to_verified_s,retries,failure"
+         last_byte_to_verified_s,retries,file_bytes,served_bytes,served_ratio,requests,failure"
     )?;
     let mut context = Context {
         options: &options,
@@ -150,6 +167,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         nginx: nginx.as_ref(),
         big: big.as_ref(),
         mid: mid.as_ref(),
+        data_dir: &data_dir,
         disk_rate,
     };
     let mut sections = Vec::new();
@@ -194,7 +212,11 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
          peak RSS = its largest single process (GNU time `%M`); other CPU = the machine's busy \
          time during the run minus the command's and the server's (a few tenths are loopback \
          softirq; about 1 s per wall second means a busy machine). MB = 10^6 bytes. \
-         `÷ rangefetch` = the tool's median wall ÷ rangefetch's.",
+         `÷ rangefetch` = the tool's median wall ÷ rangefetch's. Served ÷ size = body bytes \
+         the server counted for the run (nginx: `$body_bytes_sent` summed over the run's \
+         access-log lines, read once every connection closed; rangefetch-testserver: its own \
+         counter of bytes written to sockets) ÷ the file's size, median (max) of the counted \
+         runs; requests = the server's request count, HEAD and probes included.",
         options.runs, options.warmup
     );
     for note in &toolbox.notes {
@@ -208,7 +230,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         rangefetch_failures += section.rangefetch_failures;
     }
     if !checks.is_empty() {
-        text.push_str("\n## targets (issue 5)\n\n");
+        text.push_str("\n## targets (issues 5, 13 and 19)\n\n");
         text.push_str(&Check::render(&checks));
     }
 

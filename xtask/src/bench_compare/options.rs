@@ -20,8 +20,8 @@ several runs each, tools alternating; writes OUT/results.md and prints it.
 options:
   --runs N              counted runs per tool and scenario (default 3)
   --warmup N            uncounted warm-up runs per tool (default 1)
-  --scenarios LIST      comma-separated, from fast,slow,flaky,rss,sweep
-                        (default fast,slow,flaky,rss; sweep is opt-in)
+  --scenarios LIST      comma-separated, from fast,slow,flaky,small,mirrors,
+                        tmpfs,disk,rss,sweep (default: all but sweep)
   --tools LIST          comma-separated, from rangefetch,curl,aria2c,axel,wget2
                         (default: all; missing ones are skipped with a note)
   --sizes BIG,MID,HUGE  file sizes: BIG for fast and the sweep, MID for slow,
@@ -31,6 +31,7 @@ options:
                         (explicit flags still win)
   --out DIR             work and results directory (default target/bench-compare);
                         the random test files are kept in DIR/data for the next run
+  --tmpfs DIR           a directory on tmpfs for the tmpfs scenario (default /dev/shm)
   --no-install          do not apt-get missing tools, skip them
   --quiet-wait SECS     before each run, wait up to SECS for the machine to be
                         below 20% busy (default 0: do not wait)
@@ -39,6 +40,14 @@ scenarios:
   fast   BIG from nginx, unthrottled, default flags
   slow   MID from nginx with limit_rate 20m per connection, 16 connections
   flaky  MID from a server that cuts every response after 5-50 MB
+  small  16MiB and 64MiB from nginx, unthrottled (at least 5 runs)
+  mirrors 32MiB from two equal unthrottled nginx ports, tools that take
+         mirrors (at least 5 runs)
+  tmpfs  rangefetch, BIG from nginx into --tmpfs, beside `rangefetch hash` of
+         the same file from the page cache, round by round
+  disk   rangefetch, BIG from nginx onto OUT's disk, beside
+         `dd if=/dev/zero bs=4M count=BIG/4MiB conv=fdatasync` on the same
+         filesystem, round by round (at least 5 runs)
   rss    rangefetch's peak RSS at default flags for MID (nginx) and HUGE
          (rangefetch-testserver, generated on the fly)
   sweep  rangefetch alone: -c 1,2,4,8,16 x --chunk-size 2MiB,8MiB,32MiB on
@@ -50,15 +59,23 @@ pub enum Scenario {
     Fast,
     Slow,
     Flaky,
+    Small,
+    Mirrors,
+    Tmpfs,
+    Disk,
     Rss,
     Sweep,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Fast,
         Scenario::Slow,
         Scenario::Flaky,
+        Scenario::Small,
+        Scenario::Mirrors,
+        Scenario::Tmpfs,
+        Scenario::Disk,
         Scenario::Rss,
         Scenario::Sweep,
     ];
@@ -68,6 +85,10 @@ impl Scenario {
             Scenario::Fast => "fast",
             Scenario::Slow => "slow",
             Scenario::Flaky => "flaky",
+            Scenario::Small => "small",
+            Scenario::Mirrors => "mirrors",
+            Scenario::Tmpfs => "tmpfs",
+            Scenario::Disk => "disk",
             Scenario::Rss => "rss",
             Scenario::Sweep => "sweep",
         }
@@ -115,6 +136,8 @@ pub struct Options {
     pub out: Option<PathBuf>,
     pub install: bool,
     pub quiet_wait: Duration,
+    /// Where the tmpfs scenario downloads to.
+    pub tmpfs: PathBuf,
 }
 
 /// What the command line asks for.
@@ -129,16 +152,15 @@ pub fn parse(args: &[String]) -> Result<Request> {
     let mut warmup = None;
     let mut sizes = None;
     let mut quick = false;
-    let mut scenarios = vec![
-        Scenario::Fast,
-        Scenario::Slow,
-        Scenario::Flaky,
-        Scenario::Rss,
-    ];
+    let mut scenarios: Vec<Scenario> = Scenario::ALL
+        .into_iter()
+        .filter(|scenario| *scenario != Scenario::Sweep)
+        .collect();
     let mut tools = Tool::ALL.to_vec();
     let mut out = None;
     let mut install = true;
     let mut quiet_wait = Duration::ZERO;
+    let mut tmpfs = PathBuf::from("/dev/shm");
 
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -163,6 +185,7 @@ pub fn parse(args: &[String]) -> Result<Request> {
             "--quick" => quick = true,
             "--out" => out = Some(PathBuf::from(value()?)),
             "--no-install" => install = false,
+            "--tmpfs" => tmpfs = PathBuf::from(value()?),
             "--quiet-wait" => {
                 let seconds = parse_count(flag, &value()?, 0)?;
                 quiet_wait = Duration::from_secs(seconds as u64);
@@ -179,6 +202,7 @@ pub fn parse(args: &[String]) -> Result<Request> {
         out,
         install,
         quiet_wait,
+        tmpfs,
     }))
 }
 
@@ -257,15 +281,9 @@ mod tests {
         assert_eq!(defaults.runs, 3);
         assert_eq!(defaults.warmup, 1);
         assert_eq!(defaults.sizes, Sizes::ISSUE);
-        assert_eq!(
-            defaults.scenarios,
-            [
-                Scenario::Fast,
-                Scenario::Slow,
-                Scenario::Flaky,
-                Scenario::Rss
-            ]
-        );
+        assert_eq!(defaults.scenarios, Scenario::ALL[..8]);
+        assert!(!defaults.scenarios.contains(&Scenario::Sweep));
+        assert_eq!(defaults.tmpfs, PathBuf::from("/dev/shm"));
         assert_eq!(defaults.tools, Tool::ALL);
         assert!(defaults.install);
     }

@@ -20,6 +20,8 @@ pub struct Summary {
     pub ok: usize,
     /// Over successful runs only: a failed run's time means nothing.
     pub wall: Option<Spread>,
+    /// Every successful run's wall time, in the order they ran.
+    pub walls: Vec<Duration>,
     pub cpu: Option<Duration>,
     pub peak_rss_bytes: Option<u64>,
     pub peak_rss_max_bytes: Option<u64>,
@@ -29,6 +31,11 @@ pub struct Summary {
     pub last_byte_to_verified: Option<Duration>,
     pub last_byte_to_verified_seen: Option<Duration>,
     pub retries: Option<u64>,
+    /// Body bytes the server counted per successful run: median and max.
+    pub served_bytes: Option<u64>,
+    pub served_bytes_max: Option<u64>,
+    /// Requests the server counted per successful run, median.
+    pub requests: Option<u64>,
 }
 
 impl Summary {
@@ -46,6 +53,14 @@ impl Summary {
             .filter_map(|run| run.resources.map(|resources| resources.peak_rss_bytes))
             .collect();
         let events = ok.iter().filter_map(|run| run.events);
+        let served: Vec<u64> = ok
+            .iter()
+            .filter_map(|run| run.served.map(|served| served.bytes))
+            .collect();
+        let requests: Vec<u64> = ok
+            .iter()
+            .filter_map(|run| run.served.map(|served| served.requests))
+            .collect();
         Summary {
             runs: runs.len(),
             ok: ok.len(),
@@ -54,6 +69,7 @@ impl Summary {
                 min: walls.iter().copied().min().unwrap_or(median),
                 max: walls.iter().copied().max().unwrap_or(median),
             }),
+            walls: walls.clone(),
             cpu: median(
                 &ok.iter()
                     .filter_map(|run| run.resources.map(|resources| resources.cpu))
@@ -84,7 +100,16 @@ impl Summary {
                     .filter_map(|timing| timing.retries)
                     .collect::<Vec<_>>(),
             ),
+            served_bytes: median(&served),
+            served_bytes_max: served.iter().copied().max(),
+            requests: median(&requests),
         }
+    }
+
+    /// Median bytes served ÷ `size`, and the largest run's.
+    pub fn served_ratio(&self, size: u64) -> (Option<f64>, Option<f64>) {
+        let of = |bytes: Option<u64>| bytes.map(|bytes| bytes as f64 / size.max(1) as f64);
+        (of(self.served_bytes), of(self.served_bytes_max))
     }
 
     pub fn median_wall(&self) -> Option<Duration> {
@@ -215,6 +240,15 @@ pub fn times(value: Option<f64>) -> String {
     value.map_or_else(|| "–".to_owned(), |value| format!("{value:.2}"))
 }
 
+/// Bytes served ÷ file size, median (max), three decimals: 1 % is the target's scale.
+pub fn served_cell(summary: &Summary, size: u64) -> String {
+    match summary.served_ratio(size) {
+        (Some(median), Some(max)) if summary.ok > 1 => format!("{median:.3} ({max:.3})"),
+        (Some(median), _) => format!("{median:.3}"),
+        _ => "–".to_owned(),
+    }
+}
+
 /// The usual row of a tool table: `ok`, wall, MB/s, CPU, peak RSS, ratio to
 /// the reference, other CPU.
 pub fn tool_row(
@@ -246,11 +280,15 @@ pub fn tool_row(
         seconds(summary.cpu),
         mebibytes(summary.peak_rss_bytes),
         times(ratio(summary.median_wall(), reference)),
+        served_cell(summary, size),
+        summary
+            .requests
+            .map_or_else(|| "–".to_owned(), |requests| requests.to_string()),
         seconds(summary.other_cpu),
     ]
 }
 
-pub const TOOL_HEADER: [&str; 8] = [
+pub const TOOL_HEADER: [&str; 10] = [
     "tool",
     "ok",
     "wall s, median (min–max)",
@@ -258,6 +296,8 @@ pub const TOOL_HEADER: [&str; 8] = [
     "CPU s",
     "peak RSS MiB",
     "÷ rangefetch",
+    "served ÷ size, median (max)",
+    "requests",
     "other CPU s",
 ];
 
@@ -265,8 +305,13 @@ pub const TOOL_HEADER: [&str; 8] = [
 mod tests {
     use super::*;
     use crate::bench_compare::measure::Resources;
+    use crate::bench_compare::served::Served;
 
     fn run(wall_ms: u64, failure: Option<&str>) -> Run {
+        let served = failure.is_none().then_some(Served {
+            bytes: wall_ms * 1_000_000,
+            requests: wall_ms / 100,
+        });
         Run {
             wall: Duration::from_millis(wall_ms),
             resources: Some(Resources {
@@ -276,6 +321,7 @@ mod tests {
             other_cpu: None,
             failure: failure.map(str::to_owned),
             events: None,
+            served,
         }
     }
 
@@ -323,9 +369,14 @@ mod tests {
                 "1.00",
                 "2000.0",
                 "2.00",
+                "2.000",
+                "20",
                 "–"
             ]
         );
+        let summary = Summary::of(&[run(1000, None), run(1100, None), run(900, Some("x"))]);
+        assert_eq!(served_cell(&summary, 1_000_000_000), "1.000 (1.100)");
+        assert_eq!(summary.requests, Some(10));
         let mut table = Table::new(["a", "b"]);
         table.row(vec!["1".to_owned(), "`x | y`".to_owned()]);
         assert_eq!(

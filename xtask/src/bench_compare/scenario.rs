@@ -18,7 +18,7 @@ use super::options::{Options, Scenario, Sizes};
 use super::report::{self, Check, Summary, Table, ratio, tool_row};
 use super::server::{ChildServer, Nginx, SLOW_RATE_BYTES_PER_SEC, Source};
 use super::size::format_size;
-use super::tool::{self, CONNECTIONS, Job, Tool, Variant};
+use super::tool::{self, CONNECTIONS, Job, Tool, Variant, Verify};
 
 /// Every response of the flaky link ends after a random count of body bytes
 /// in this range: rangefetch-testserver's flag for that, and its value.
@@ -28,6 +28,19 @@ const TESTSERVER_CUT_VALUE: &str = "5MB-50MB";
 const RSS_LIMIT_BYTES: u64 = 32 << 20;
 const SWEEP_CONNECTIONS: [u16; 5] = [1, 2, 4, 8, 16];
 const SWEEP_CHUNK_SIZES: [u64; 3] = [2 << 20, 8 << 20, 32 << 20];
+/// Issue 19's small files (clean link) and its two-mirror file.
+const SMALL_SIZES: [u64; 2] = [16 << 20, 64 << 20];
+const MIRRORED_SIZE: u64 = 32 << 20;
+/// Counted runs at least, where one run is short (small files) or the
+/// issue asks for a spread (the disk beside its floor).
+const MIN_SHORT_RUNS: usize = 5;
+/// Issue 19's bounds on bytes served ÷ file size.
+const SERVED_CLEAN_LARGE: f64 = 1.01;
+const SERVED_CLEAN_LARGE_FROM: u64 = 64 << 20;
+const SERVED_CLEAN_SMALL: f64 = 1.03;
+const SERVED_FLAKY: f64 = 1.05;
+/// Issue 13's bound on download + verify onto tmpfs ÷ `rangefetch hash`.
+const TMPFS_HASH_RATIO: f64 = 1.25;
 
 /// What the scenarios share.
 pub struct Context<'a> {
@@ -43,6 +56,8 @@ pub struct Context<'a> {
     pub nginx: Option<&'a Nginx>,
     pub big: Option<&'a DataFile>,
     pub mid: Option<&'a DataFile>,
+    /// nginx's document root, where further test files are created.
+    pub data_dir: &'a Path,
     /// Bytes per second the output's disk takes with `fsync`, measured at
     /// the start of the run.
     pub disk_rate: Option<f64>,
@@ -63,6 +78,10 @@ impl Context<'_> {
             Scenario::Fast => self.fast(),
             Scenario::Slow => self.slow(),
             Scenario::Flaky => self.flaky(),
+            Scenario::Small => self.small(),
+            Scenario::Mirrors => self.mirrors(),
+            Scenario::Tmpfs => self.tmpfs(),
+            Scenario::Disk => self.disk(),
             Scenario::Rss => self.rss(),
             Scenario::Sweep => self.sweep(),
         }
@@ -93,6 +112,9 @@ impl Context<'_> {
             ratio(reference, wall_of(Tool::Curl, &jobs, &summaries)),
             0.27,
         ));
+        section
+            .checks
+            .push(clean_served_check("fast", &jobs, &summaries, big.size));
         if let Some(rate) = self.disk_rate {
             let floor = Duration::from_secs_f64(big.size as f64 / rate);
             let _ = writeln!(
@@ -202,6 +224,9 @@ impl Context<'_> {
             measured: report::milliseconds(gap),
             pass: gap.map(|gap| gap <= Duration::from_millis(50)),
         });
+        section
+            .checks
+            .push(clean_served_check("slow", &jobs, &summaries, mid.size));
         section.finish("slow", &jobs, &summaries);
         Ok(section)
     }
@@ -260,6 +285,12 @@ impl Context<'_> {
             ratio(reference, fault_free),
             1.25,
         ));
+        section.checks.push(served_check(
+            "flaky: rangefetch bytes served ÷ size ≤ 1.05 (max of runs)",
+            reference_summary(&jobs, &summaries),
+            size,
+            SERVED_FLAKY,
+        ));
         let rivals: Vec<(Tool, Option<Duration>)> = [Tool::Aria2c, Tool::Axel, Tool::Wget2]
             .into_iter()
             .filter(|tool| self.tools.contains(tool))
@@ -287,6 +318,287 @@ impl Context<'_> {
             pass: ahead,
         });
         section.finish("flaky", &jobs, &summaries);
+        Ok(section)
+    }
+
+    fn small(&mut self) -> Result<Section> {
+        let Some(nginx) = self.nginx else {
+            return Ok(skipped("small", "nginx is not available"));
+        };
+        let runs = self.options.runs.max(MIN_SHORT_RUNS);
+        let mut section = Section::default();
+        let _ = writeln!(
+            section.text,
+            "## small: {} and {} from nginx, unthrottled, default flags\n\n\
+             ({runs} counted runs each: one run is short.)",
+            format_size(SMALL_SIZES[0]),
+            format_size(SMALL_SIZES[1])
+        );
+        let mut all_jobs = Vec::new();
+        let mut all_summaries = Vec::new();
+        for size in SMALL_SIZES {
+            let file = DataFile::ensure(self.data_dir, size, self.rangefetch)?;
+            let source = nginx.fast(&file);
+            let jobs = self.tool_jobs(&source, &Variant::default(), steady_timeout(size));
+            let runner = self.runner;
+            let name = format!("small-{}", format_size(size));
+            let summaries = self.run_rounds_with(&name, &jobs, runner, runs)?;
+            let _ = writeln!(section.text, "\n{}:\n", format_size(size));
+            section.text.push_str(&tool_table(&jobs, &summaries));
+            section
+                .checks
+                .push(clean_served_check(&name, &jobs, &summaries, size));
+            all_jobs.extend(jobs);
+            all_summaries.extend(summaries);
+        }
+        section.finish("small", &all_jobs, &all_summaries);
+        Ok(section)
+    }
+
+    fn mirrors(&mut self) -> Result<Section> {
+        let Some(nginx) = self.nginx else {
+            return Ok(skipped("mirrors", "nginx is not available"));
+        };
+        let file = DataFile::ensure(self.data_dir, MIRRORED_SIZE, self.rangefetch)?;
+        let source = nginx.mirrored(&file);
+        let (jobs, single): (Vec<Job>, Vec<Job>) = self
+            .tool_jobs(&source, &Variant::default(), steady_timeout(file.size))
+            .into_iter()
+            .partition(|job| job.tool.is_some_and(Tool::takes_mirrors));
+        let runs = self.options.runs.max(MIN_SHORT_RUNS);
+        let runner = self.runner;
+        let summaries = self.run_rounds_with("mirrors", &jobs, runner, runs)?;
+        let mut section = Section::default();
+        let _ = writeln!(
+            section.text,
+            "## mirrors: {} from two equal unthrottled nginx ports, default flags\n\n\
+             ({runs} counted runs; bytes served are both mirrors' together.)\n",
+            format_size(file.size)
+        );
+        section.text.push_str(&tool_table(&jobs, &summaries));
+        if !single.is_empty() {
+            let names: Vec<&str> = single
+                .iter()
+                .filter_map(|job| job.tool.map(Tool::name))
+                .collect();
+            let _ = writeln!(
+                section.text,
+                "\nNot run: {} (one URL per file).",
+                names.join(", ")
+            );
+        }
+        section.finish("mirrors", &jobs, &summaries);
+        Ok(section)
+    }
+
+    fn tmpfs(&mut self) -> Result<Section> {
+        let (Some(nginx), Some(big)) = (self.nginx, self.big) else {
+            return Ok(skipped("tmpfs", "nginx is not available"));
+        };
+        if !self.tools.contains(&Tool::Rangefetch) {
+            return Ok(skipped("tmpfs", "rangefetch is not among --tools"));
+        }
+        let tmpfs = &self.options.tmpfs;
+        let filesystem = limits::filesystem_type(tmpfs);
+        if filesystem.as_deref() != Some("tmpfs") {
+            let why = format!(
+                "{} is not on tmpfs ({}); see --tmpfs",
+                tmpfs.display(),
+                filesystem.as_deref().unwrap_or("unknown filesystem")
+            );
+            return Ok(skipped("tmpfs", &why));
+        }
+        let runner = Runner {
+            download_dir: tmpfs.join(format!("rangefetch-bench-compare-{}", std::process::id())),
+            ..self.runner.clone()
+        };
+        let source = nginx.fast(big);
+        let timeout = steady_timeout(big.size);
+        let mut jobs = Vec::new();
+        for flags in [Vec::new(), vec!["-c".to_owned(), "4".to_owned()]] {
+            let variant = Variant {
+                rangefetch_flags: flags.clone(),
+                rangefetch_json: true,
+                flaky: false,
+            };
+            let mut job = tool::job(
+                Tool::Rangefetch,
+                &variant,
+                &source,
+                &runner.download_dir,
+                self.rangefetch,
+                timeout,
+            );
+            if !flags.is_empty() {
+                job.label = format!("rangefetch {}", flags.join(" "));
+            }
+            jobs.push(job);
+        }
+        let hash_label = "rangefetch hash, same file from the page cache";
+        jobs.push(tool::command_job(
+            hash_label,
+            Some(Tool::Rangefetch),
+            vec![
+                self.rangefetch.display().to_string(),
+                "hash".to_owned(),
+                big.path.display().to_string(),
+            ],
+            "rangefetch hash $FILE",
+            Verify::Stdout,
+            &source,
+            timeout,
+        ));
+        let runs = self.options.runs.max(MIN_SHORT_RUNS);
+        let result = self.run_rounds_with("tmpfs", &jobs, &runner, runs);
+        let _ = std::fs::remove_dir_all(&runner.download_dir);
+        let summaries = result?;
+        let hashed = jobs
+            .iter()
+            .zip(&summaries)
+            .find(|(job, _)| job.label == hash_label)
+            .and_then(|(_, summary)| summary.wall);
+        let mut section = Section::default();
+        let _ = writeln!(
+            section.text,
+            "## tmpfs: {} from nginx, unthrottled, into {} (tmpfs), beside `rangefetch hash`\n\n\
+             ({runs} counted rounds; each round downloads with each flag set and hashes the \
+             served file once, from the page cache. No disk is in the way: this is the CPU path.)\n",
+            format_size(big.size),
+            tmpfs.display()
+        );
+        section.text.push_str(&tool_table(&jobs, &summaries));
+        let reference = reference_wall(&jobs, &summaries);
+        let _ = writeln!(section.text);
+        for (job, summary) in jobs.iter().zip(&summaries) {
+            if job.label == hash_label {
+                continue;
+            }
+            let min_ratio = summary
+                .wall
+                .zip(hashed)
+                .map(|(wall, hash)| wall.min.as_secs_f64() / hash.min.as_secs_f64().max(1e-9));
+            let _ = writeln!(
+                section.text,
+                "- {} ÷ `rangefetch hash`: median {} (fastest runs: {}); last byte → verified \
+                 (median, JSON events): {}.",
+                job.label,
+                report::times(ratio(summary.median_wall(), hashed.map(|hash| hash.median))),
+                report::times(min_ratio),
+                report::milliseconds(summary.last_byte_to_verified),
+            );
+        }
+        section.checks.push(Check::at_most(
+            "tmpfs: rangefetch download + verify ÷ `rangefetch hash` ≤ 1.25 (medians)",
+            ratio(reference, hashed.map(|hash| hash.median)),
+            TMPFS_HASH_RATIO,
+        ));
+        section
+            .checks
+            .push(clean_served_check("tmpfs", &jobs, &summaries, big.size));
+        section.finish("tmpfs", &jobs, &summaries);
+        Ok(section)
+    }
+
+    fn disk(&mut self) -> Result<Section> {
+        let (Some(nginx), Some(big)) = (self.nginx, self.big) else {
+            return Ok(skipped("disk", "nginx is not available"));
+        };
+        if !self.tools.contains(&Tool::Rangefetch) {
+            return Ok(skipped("disk", "rangefetch is not among --tools"));
+        }
+        let source = nginx.fast(big);
+        let timeout = steady_timeout(big.size);
+        let variant = Variant {
+            rangefetch_flags: Vec::new(),
+            rangefetch_json: true,
+            flaky: false,
+        };
+        let download_dir = &self.runner.download_dir;
+        let blocks = big.size.div_ceil(4 << 20);
+        let floor_label = "dd floor (conv=fdatasync)";
+        let jobs = vec![
+            tool::job(
+                Tool::Rangefetch,
+                &variant,
+                &source,
+                download_dir,
+                self.rangefetch,
+                timeout,
+            ),
+            tool::command_job(
+                floor_label,
+                None,
+                vec![
+                    "dd".to_owned(),
+                    "if=/dev/zero".to_owned(),
+                    format!("of={}", download_dir.join("dd.bin").display()),
+                    "bs=4M".to_owned(),
+                    format!("count={blocks}"),
+                    "conv=fdatasync".to_owned(),
+                    "status=none".to_owned(),
+                ],
+                &format!(
+                    "dd if=/dev/zero of=$(dirname $OUT)/dd.bin bs=4M count={blocks} \
+                     conv=fdatasync status=none"
+                ),
+                Verify::ExitStatus,
+                &source,
+                timeout,
+            ),
+        ];
+        let runs = self.options.runs.max(MIN_SHORT_RUNS);
+        let runner = self.runner;
+        let summaries = self.run_rounds_with("disk", &jobs, runner, runs)?;
+        let filesystem = limits::filesystem_type(download_dir).unwrap_or_else(|| "?".to_owned());
+        let mut section = Section::default();
+        let _ = writeln!(
+            section.text,
+            "## disk: {} from nginx onto {} ({filesystem}), beside a `dd … conv=fdatasync` floor\n\n\
+             ({runs} counted rounds, the two commands alternating which goes first; both write \
+             to the same directory. rangefetch flushes its file once before the rename.)\n",
+            format_size(big.size),
+            download_dir.display()
+        );
+        section.text.push_str(&tool_table(&jobs, &summaries));
+        let [ours, floor] = [&summaries[0], &summaries[1]];
+        let rounds: Vec<String> = ours
+            .walls
+            .iter()
+            .zip(&floor.walls)
+            .enumerate()
+            .map(|(index, (ours, floor))| {
+                format!(
+                    "{}: {:.2} s vs {:.2} s",
+                    index + 1,
+                    ours.as_secs_f64(),
+                    floor.as_secs_f64()
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            section.text,
+            "\nRound by round, rangefetch vs the floor: {}.\n\n\
+             rangefetch ÷ floor, medians: {}; slowest rangefetch run ÷ slowest floor run: {}.",
+            rounds.join("; "),
+            report::times(ratio(ours.median_wall(), floor.median_wall())),
+            report::times(ratio(
+                ours.wall.map(|wall| wall.max),
+                floor.wall.map(|wall| wall.max)
+            )),
+        );
+        section.checks.push(Check::at_most(
+            "disk: slowest rangefetch run ÷ slowest `dd conv=fdatasync` run ≤ 1 \
+             (issue 13: no run far outside the floor's own spread)",
+            ratio(
+                ours.wall.map(|wall| wall.max),
+                floor.wall.map(|wall| wall.max),
+            ),
+            1.0,
+        ));
+        section
+            .checks
+            .push(clean_served_check("disk", &jobs, &summaries, big.size));
+        section.finish("disk", &jobs, &summaries);
         Ok(section)
     }
 
@@ -346,6 +658,8 @@ impl Context<'_> {
             "peak RSS MiB, median",
             "peak RSS MiB, max",
             "CPU s",
+            "served ÷ size, median (max)",
+            "requests",
         ]);
         for (job, summary) in jobs.iter().zip(&summaries) {
             table.row(vec![
@@ -355,6 +669,8 @@ impl Context<'_> {
                 report::mebibytes(summary.peak_rss_bytes),
                 report::mebibytes(summary.peak_rss_max_bytes),
                 report::seconds(summary.cpu),
+                report::served_cell(summary, job.source.size),
+                requests_cell(summary),
             ]);
             section.checks.push(Check {
                 target: format!(
@@ -477,6 +793,20 @@ impl Context<'_> {
 
     /// Warm-up rounds, then counted rounds; each round runs every job once.
     fn run_rounds(&mut self, scenario: &str, jobs: &[Job]) -> Result<Vec<Summary>> {
+        let runner = self.runner;
+        let runs = self.options.runs;
+        self.run_rounds_with(scenario, jobs, runner, runs)
+    }
+
+    /// As `run_rounds`, with another runner (another download directory) and
+    /// a count of counted rounds.
+    fn run_rounds_with(
+        &mut self,
+        scenario: &str,
+        jobs: &[Job],
+        runner: &Runner,
+        counted_runs: usize,
+    ) -> Result<Vec<Summary>> {
         let log_path = self.log_dir.join(format!("{scenario}.log"));
         let mut log = OpenOptions::new()
             .create(true)
@@ -484,21 +814,28 @@ impl Context<'_> {
             .open(&log_path)
             .with_context(|| format!("cannot open {}", log_path.display()))?;
         let warmup = self.options.warmup;
-        let rounds = warmup + self.options.runs;
+        let rounds = warmup + counted_runs;
         let mut runs: Vec<Vec<Run>> = vec![Vec::new(); jobs.len()];
         for round in 0..rounds {
             let counted = round >= warmup;
             for step in 0..jobs.len() {
                 let index = (round + step) % jobs.len();
                 let job = &jobs[index];
-                let run = self.runner.run(job, &mut log)?;
+                let run = runner.run(job, &mut log)?;
                 let round_name = if counted {
-                    format!("run {}/{}", round - warmup + 1, self.options.runs)
+                    format!("run {}/{counted_runs}", round - warmup + 1)
                 } else {
                     "warm-up".to_owned()
                 };
+                let served = run.served.map_or_else(String::new, |served| {
+                    format!(
+                        "  served {:.3}× in {} requests",
+                        served.bytes as f64 / job.source.size.max(1) as f64,
+                        served.requests
+                    )
+                });
                 eprintln!(
-                    "{scenario:5} {round_name:9} {:45} {:7.2} s  {}",
+                    "{scenario:5} {round_name:9} {:45} {:7.2} s  {}{served}",
                     job.label,
                     run.wall.as_secs_f64(),
                     run.failure.as_deref().unwrap_or("ok")
@@ -523,9 +860,10 @@ impl Context<'_> {
         let optional =
             |value: Option<f64>| value.map_or_else(String::new, |value| format!("{value:.3}"));
         let events = run.events.unwrap_or_default();
+        let size = job.source.size;
         writeln!(
             self.csv,
-            "{scenario},\"{}\",{round},{counted},{},{:.3},{},{},{},{},{},\"{}\"",
+            "{scenario},\"{}\",{round},{counted},{},{:.3},{},{},{},{},{},{size},{},{},{},\"{}\"",
             job.label,
             run.ok(),
             run.wall.as_secs_f64(),
@@ -539,6 +877,14 @@ impl Context<'_> {
             events
                 .retries
                 .map_or_else(String::new, |retries| retries.to_string()),
+            run.served
+                .map_or_else(String::new, |served| served.bytes.to_string()),
+            run.served.map_or_else(String::new, |served| format!(
+                "{:.4}",
+                served.bytes as f64 / size.max(1) as f64
+            )),
+            run.served
+                .map_or_else(String::new, |served| served.requests.to_string()),
             run.failure.as_deref().unwrap_or("").replace('"', "'"),
         )
         .context("cannot write runs.csv")
@@ -596,19 +942,20 @@ impl Section {
         if !failed.is_empty() {
             let _ = writeln!(
                 self.text,
-                "\nFailed runs (the tools' output is in logs/{scenario}.log):\n{}",
+                "\nFailed runs (the tools' output is in logs/{scenario}*.log):\n{}",
                 failed.join("\n")
             );
         }
         self.rangefetch_failures = jobs
             .iter()
             .zip(summaries)
-            .filter(|(job, _)| job.tool == Tool::Rangefetch)
+            .filter(|(job, _)| job.tool == Some(Tool::Rangefetch))
             .map(|(_, summary)| summary.runs - summary.ok)
             .sum();
         let mut commands: Vec<String> = Vec::new();
         for job in jobs {
-            let line = format!("- {}: `{}`", job.tool.name(), job.shown);
+            let name = job.tool.map_or("reference", Tool::name);
+            let line = format!("- {name}: `{}`", job.shown);
             if !commands.contains(&line) {
                 commands.push(line);
             }
@@ -638,7 +985,7 @@ fn tool_table(jobs: &[Job], summaries: &[Summary]) -> String {
 fn reference_summary<'a>(jobs: &[Job], summaries: &'a [Summary]) -> Option<&'a Summary> {
     jobs.iter()
         .zip(summaries)
-        .find(|(job, _)| job.tool == Tool::Rangefetch && job.label == Tool::Rangefetch.name())
+        .find(|(job, _)| job.tool == Some(Tool::Rangefetch) && job.label == Tool::Rangefetch.name())
         .map(|(_, summary)| summary)
 }
 
@@ -649,8 +996,45 @@ fn reference_wall(jobs: &[Job], summaries: &[Summary]) -> Option<Duration> {
 fn wall_of(tool: Tool, jobs: &[Job], summaries: &[Summary]) -> Option<Duration> {
     jobs.iter()
         .zip(summaries)
-        .find(|(job, _)| job.tool == tool)
+        .find(|(job, _)| job.tool == Some(tool))
         .and_then(|(_, summary)| summary.median_wall())
+}
+
+/// Issue 19's bound for a clean link at this size: ≤ 1.01 from 64 MiB up,
+/// ≤ 1.03 below; on rangefetch's row, the largest run's ratio.
+fn clean_served_check(scenario: &str, jobs: &[Job], summaries: &[Summary], size: u64) -> Check {
+    let limit = if size >= SERVED_CLEAN_LARGE_FROM {
+        SERVED_CLEAN_LARGE
+    } else {
+        SERVED_CLEAN_SMALL
+    };
+    served_check(
+        &format!(
+            "{scenario}: rangefetch bytes served ÷ size, {}, ≤ {limit:.2} (max of runs)",
+            format_size(size)
+        ),
+        reference_summary(jobs, summaries),
+        size,
+        limit,
+    )
+}
+
+fn served_check(target: &str, summary: Option<&Summary>, size: u64, limit: f64) -> Check {
+    let (median, max) = summary.map_or((None, None), |summary| summary.served_ratio(size));
+    Check {
+        target: target.to_owned(),
+        measured: match (median, max) {
+            (Some(median), Some(max)) => format!("median {median:.3}, max {max:.3}"),
+            _ => "not measured".to_owned(),
+        },
+        pass: max.map(|max| max <= limit),
+    }
+}
+
+fn requests_cell(summary: &Summary) -> String {
+    summary
+        .requests
+        .map_or_else(|| "–".to_owned(), |requests| requests.to_string())
 }
 
 /// Long enough for a single connection at 2 MB/s; a hung tool still ends.

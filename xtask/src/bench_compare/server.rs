@@ -8,13 +8,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
 use super::data::DataFile;
+use super::served::{Counter, TestServerControl};
 use crate::cmd::{Cmd, describe};
 
 /// nginx's per-connection rate in the throttled server block: `20m` is 20 MiB/s.
@@ -40,15 +41,29 @@ pub struct Source {
     pub sha256: String,
     /// The server's processes: their CPU time is the server's, not contention.
     pub server_pids: Vec<u32>,
+    /// Further URLs of the same bytes, given to the tools as mirrors.
+    pub mirror_urls: Vec<String>,
+    /// Where the server's own count of bytes served is read.
+    pub counter: Option<Counter>,
 }
 
-/// A private nginx on two free loopback ports, with its config, pid file,
-/// temp files and error log in its own directory.
+/// A private nginx on free loopback ports (unthrottled, throttled, a second
+/// unthrottled one as a mirror, and `stub_status`), with its config, pid
+/// file, temp files, access and error logs in its own directory.
 pub struct Nginx {
     child: Child,
-    fast_port: u16,
-    slow_port: u16,
+    ports: Ports,
     pids: Vec<u32>,
+    counter: Counter,
+}
+
+/// nginx's listening ports.
+#[derive(Clone, Copy, Debug)]
+struct Ports {
+    fast: u16,
+    slow: u16,
+    mirror: u16,
+    status: u16,
 }
 
 impl Nginx {
@@ -62,14 +77,20 @@ impl Nginx {
     ) -> Result<Nginx> {
         fs::create_dir_all(state_dir)
             .with_context(|| format!("cannot create {}", state_dir.display()))?;
-        let [fast_port, slow_port] = free_ports()?;
+        let [fast, slow, mirror, status] = free_ports()?;
+        let ports = Ports {
+            fast,
+            slow,
+            mirror,
+            status,
+        };
         let build_flags = Command::new(program)
             .arg("-V")
             .output()
             .map(|output| String::from_utf8_lossy(&output.stderr).into_owned())
             .unwrap_or_default();
         let conf_path = state_dir.join("nginx.conf");
-        let conf = nginx_conf(state_dir, docroot, fast_port, slow_port, &build_flags);
+        let conf = nginx_conf(state_dir, docroot, ports, &build_flags);
         fs::write(&conf_path, conf)
             .with_context(|| format!("cannot write {}", conf_path.display()))?;
         let error_log = state_dir.join("error.log");
@@ -93,12 +114,15 @@ impl Nginx {
             .context("cannot start nginx")?;
         let mut nginx = Nginx {
             child,
-            fast_port,
-            slow_port,
+            ports,
             pids: Vec::new(),
+            counter: Counter::Nginx {
+                log: state_dir.join("access.log"),
+                status_port: status,
+            },
         };
         let path = format!("/{}", probe.file_name);
-        for port in [fast_port, slow_port] {
+        for port in [fast, slow, mirror] {
             if let Err(err) = wait_until_served(&mut nginx.child, port, &path, probe.size) {
                 let log = fs::read_to_string(&error_log).unwrap_or_default();
                 return Err(err.context(format!("nginx did not come up; its error log:\n{log}")));
@@ -107,7 +131,8 @@ impl Nginx {
         // The workers exist once the ports answer: they accept the connections.
         nginx.pids = process_and_children(nginx.child.id());
         eprintln!(
-            "nginx (pid {}): unthrottled on :{fast_port}, limit_rate {SLOW_RATE_NGINX} on :{slow_port}",
+            "nginx (pid {}): unthrottled on :{fast} and :{mirror}, limit_rate {SLOW_RATE_NGINX} \
+             on :{slow}, stub_status on :{status}",
             nginx.child.id()
         );
         Ok(nginx)
@@ -115,23 +140,36 @@ impl Nginx {
 
     /// `file` from the unthrottled server block.
     pub fn fast(&self, file: &DataFile) -> Source {
-        self.source(self.fast_port, file)
+        self.source(self.ports.fast, file)
     }
 
     /// `file` from the `limit_rate` server block.
     pub fn slow(&self, file: &DataFile) -> Source {
-        self.source(self.slow_port, file)
+        self.source(self.ports.slow, file)
+    }
+
+    /// `file` from two equal unthrottled server blocks: two mirrors.
+    pub fn mirrored(&self, file: &DataFile) -> Source {
+        let mut source = self.source(self.ports.fast, file);
+        source.mirror_urls = vec![url(self.ports.mirror, file)];
+        source
     }
 
     fn source(&self, port: u16, file: &DataFile) -> Source {
         Source {
-            url: format!("http://127.0.0.1:{port}/{}", file.file_name),
+            url: url(port, file),
             file_name: file.file_name.clone(),
             size: file.size,
             sha256: file.sha256.clone(),
             server_pids: self.pids.clone(),
+            mirror_urls: Vec::new(),
+            counter: Some(self.counter.clone()),
         }
     }
+}
+
+fn url(port: u16, file: &DataFile) -> String {
+    format!("http://127.0.0.1:{port}/{}", file.file_name)
 }
 
 impl Drop for Nginx {
@@ -157,14 +195,15 @@ impl Drop for Nginx {
 }
 
 /// The config, in the words of `serve.sh`'s method: sendfile, keep-alive,
-/// no access log, every path inside `dir`.
-fn nginx_conf(
-    dir: &Path,
-    docroot: &Path,
-    fast_port: u16,
-    slow_port: u16,
-    build_flags: &str,
-) -> String {
+/// every path inside `dir`; an unbuffered access log of each request's port,
+/// status and body bytes, which bench-compare sums per run.
+fn nginx_conf(dir: &Path, docroot: &Path, ports: Ports, build_flags: &str) -> String {
+    let Ports {
+        fast: fast_port,
+        slow: slow_port,
+        mirror: mirror_port,
+        status: status_port,
+    } = ports;
     let dir = dir.display();
     let docroot = docroot.display();
     // A temp path directive of a module that is not built in is a fatal error.
@@ -185,7 +224,8 @@ events {{
     worker_connections 1024;
 }}
 http {{
-    access_log off;
+    log_format bench '$server_port $status $body_bytes_sent';
+    access_log {dir}/access.log bench;
 {temp_paths}    default_type application/octet-stream;
     sendfile on;
     tcp_nopush on;
@@ -201,6 +241,17 @@ http {{
         root {docroot};
         limit_rate {SLOW_RATE_NGINX};
         sendfile_max_chunk {SLOW_WRITE_CHUNK_NGINX};
+    }}
+    server {{
+        listen 127.0.0.1:{mirror_port};
+        root {docroot};
+    }}
+    server {{
+        listen 127.0.0.1:{status_port};
+        access_log off;
+        location = /status {{
+            stub_status;
+        }}
     }}
 }}
 "
@@ -231,12 +282,13 @@ impl ChildServer {
             .args(["--seed".to_owned(), seed.to_string()])
             .args(extra.iter().cloned())
             .spawnable()
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()
             .context("cannot start rangefetch-testserver")?;
         let stdout = child.stdout.take().expect("stdout was set to piped");
+        let stdin = child.stdin.take().expect("stdin was set to piped");
         let (sender, lines) = mpsc::channel();
         // Keeps draining stdout so the server never blocks on a full pipe.
         thread::spawn(move || {
@@ -251,6 +303,8 @@ impl ChildServer {
                 size,
                 sha256: String::new(),
                 server_pids: vec![child.id()],
+                mirror_urls: Vec::new(),
+                counter: None,
             },
             child,
         };
@@ -284,6 +338,10 @@ impl ChildServer {
         if announced != size.to_string() {
             bail!("the test server announced SIZE={announced}, not {size}");
         }
+        // Every later line answers a question on stdin.
+        server.source.counter = Some(Counter::TestServer(Arc::new(Mutex::new(
+            TestServerControl { stdin, lines },
+        ))));
         Ok(server)
     }
 }
@@ -307,14 +365,18 @@ pub fn signal(signal: &str, target: &str) {
         .status();
 }
 
-/// Two loopback ports that were free a moment ago (both held until both
-/// are found, so they differ).
-fn free_ports() -> Result<[u16; 2]> {
-    let first =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot bind a loopback port")?;
-    let second =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot bind a loopback port")?;
-    Ok([first.local_addr()?.port(), second.local_addr()?.port()])
+/// Loopback ports that were free a moment ago (all held until all are
+/// found, so they differ).
+fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let mut listeners = Vec::with_capacity(N);
+    let mut ports = [0; N];
+    for port in &mut ports {
+        let listener =
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot bind a loopback port")?;
+        *port = listener.local_addr()?.port();
+        listeners.push(listener);
+    }
+    Ok(ports)
 }
 
 /// Waits until `HEAD path` on the port answers 200 with the expected length,
@@ -406,13 +468,20 @@ mod tests {
 
     #[test]
     fn config_skips_temp_paths_of_missing_modules() {
+        let ports = Ports {
+            fast: 1,
+            slow: 2,
+            mirror: 3,
+            status: 4,
+        };
         let conf = nginx_conf(
             Path::new("/s"),
             Path::new("/d"),
-            1,
-            2,
+            ports,
             "configure arguments: --without-http_uwsgi_module",
         );
+        assert!(conf.contains("access_log /s/access.log bench;"));
+        assert!(conf.contains("listen 127.0.0.1:4;\n        access_log off;"));
         assert!(conf.contains("scgi_temp_path /s/tmp-scgi;"));
         assert!(!conf.contains("uwsgi_temp_path"));
         assert!(conf.contains(

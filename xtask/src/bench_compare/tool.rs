@@ -52,6 +52,11 @@ impl Tool {
         }
     }
 
+    /// Whether the tool takes several URLs of one file as mirrors.
+    pub fn takes_mirrors(self) -> bool {
+        matches!(self, Tool::Rangefetch | Tool::Aria2c | Tool::Axel)
+    }
+
     /// The Debian package that provides the tool.
     pub fn package(self) -> Option<&'static str> {
         match self {
@@ -86,6 +91,8 @@ pub enum Verify {
     ByTool,
     /// `sha256sum` prints the digest on stdout; it must equal the expected one.
     Stdout,
+    /// A reference command that verifies nothing (a disk floor): its exit status only.
+    ExitStatus,
 }
 
 /// One timed command: what runs, where the file lands, how it is checked.
@@ -93,7 +100,8 @@ pub enum Verify {
 pub struct Job {
     /// The table row: the tool's name, or a variant such as `-c 4 --chunk-size 8MiB`.
     pub label: String,
-    pub tool: Tool,
+    /// `None` for a reference command that is no download tool (`dd`).
+    pub tool: Option<Tool>,
     pub program: String,
     pub args: Vec<String>,
     /// The command with `$URL`, `$HEX` and `$OUT` in place of the values, for the report.
@@ -132,17 +140,25 @@ pub fn job(
         ("bash".to_owned(), args)
     };
     let shown_shell = |script: &str| script.replace("\"$1\"", "$URL").replace("\"$2\"", "$OUT");
+    // Mirrors follow the first URL; shown as $MIRROR, $MIRROR2, …
+    let mirrors = &source.mirror_urls;
+    let shown_mirrors: String = (0..mirrors.len())
+        .map(|index| match index {
+            0 => " $MIRROR".to_owned(),
+            _ => format!(" $MIRROR{}", index + 1),
+        })
+        .collect();
 
     let (program, args, shown, verify) = match tool {
         Tool::Rangefetch => {
-            let mut args = vec![
-                "get".to_owned(),
-                url.clone(),
+            let mut args = vec!["get".to_owned(), url.clone()];
+            args.extend(mirrors.iter().cloned());
+            args.extend([
                 "--sha256".to_owned(),
                 hex.clone(),
                 "-o".to_owned(),
                 out.clone(),
-            ];
+            ]);
             args.extend(variant.rangefetch_flags.iter().cloned());
             let quiet = if variant.rangefetch_json {
                 "--json"
@@ -150,7 +166,7 @@ pub fn job(
                 "-q"
             };
             args.push(quiet.to_owned());
-            let mut shown = "rangefetch get $URL --sha256 $HEX -o $OUT".to_owned();
+            let mut shown = format!("rangefetch get $URL{shown_mirrors} --sha256 $HEX -o $OUT");
             for flag in &variant.rangefetch_flags {
                 shown.push(' ');
                 shown.push_str(flag);
@@ -178,7 +194,7 @@ pub fn job(
         }
         Tool::Aria2c => {
             let directory = download_dir.display().to_string();
-            let args = vec![
+            let mut args = vec![
                 "-q".to_owned(),
                 format!("-x{n}"),
                 format!("-s{n}"),
@@ -194,17 +210,31 @@ pub fn job(
                 "--summary-interval=0".to_owned(),
                 url.clone(),
             ];
+            args.extend(mirrors.iter().cloned());
             let shown = format!(
                 "aria2c -q -x{n} -s{n} -k4M --file-allocation=none --checksum=sha-256=$HEX \
                  -d $(dirname $OUT) -o $(basename $OUT) --allow-overwrite=true \
-                 --auto-file-renaming=false --summary-interval=0 $URL"
+                 --auto-file-renaming=false --summary-interval=0 $URL{shown_mirrors}"
             );
             ("aria2c".to_owned(), args, shown, Verify::ByTool)
         }
         Tool::Axel => {
-            let script = format!(r#"axel -q -n {n} -o "$2" "$1" && sha256sum "$2""#);
-            let (program, args) = shell(&script);
-            (program, args, shown_shell(&script), Verify::Stdout)
+            // Mirrors come after the output as "$3", "$4", …
+            let mirror_args: String = (0..mirrors.len())
+                .map(|index| format!(r#" "${}""#, index + 3))
+                .collect();
+            let script = format!(r#"axel -q -n {n} -o "$2" "$1"{mirror_args} && sha256sum "$2""#);
+            let (program, mut args) = shell(&script);
+            args.extend(mirrors.iter().cloned());
+            let mut shown = shown_shell(&script);
+            for index in 0..mirrors.len() {
+                let name = shown_mirrors
+                    .split_whitespace()
+                    .nth(index)
+                    .unwrap_or("$MIRROR");
+                shown = shown.replace(&format!(r#""${}""#, index + 3), name);
+            }
+            (program, args, shown, Verify::Stdout)
         }
         Tool::Wget2 => {
             let script = format!(
@@ -216,7 +246,7 @@ pub fn job(
     };
     Job {
         label: row_label(tool, variant).to_owned(),
-        tool,
+        tool: Some(tool),
         program,
         args,
         shown,
@@ -225,6 +255,39 @@ pub fn job(
         json_events: tool == Tool::Rangefetch && variant.rangefetch_json,
         timeout,
         source: source.clone(),
+    }
+}
+
+/// A command timed beside the tools: `rangefetch hash` of a file, or a `dd`
+/// floor; `argv` is the program and its arguments; `source` says what it
+/// reads (its server, if any, is not counted).
+pub fn command_job(
+    label: &str,
+    tool: Option<Tool>,
+    mut argv: Vec<String>,
+    shown: &str,
+    verify: Verify,
+    source: &Source,
+    timeout: Duration,
+) -> Job {
+    let mut source = source.clone();
+    source.counter = None;
+    let program = if argv.is_empty() {
+        String::new()
+    } else {
+        argv.remove(0)
+    };
+    Job {
+        label: label.to_owned(),
+        tool,
+        program,
+        args: argv,
+        shown: shown.to_owned(),
+        output: PathBuf::new(),
+        verify,
+        json_events: false,
+        timeout,
+        source,
     }
 }
 
@@ -251,6 +314,8 @@ mod tests {
             size: 10,
             sha256: "ab".repeat(32),
             server_pids: Vec::new(),
+            mirror_urls: Vec::new(),
+            counter: None,
         }
     }
 
@@ -294,5 +359,54 @@ mod tests {
         );
         assert!(job.json_events);
         assert_eq!(job.args.last().map(String::as_str), Some("--json"));
+    }
+
+    #[test]
+    fn mirrors_follow_the_first_url() {
+        let mut mirrored = source();
+        mirrored.mirror_urls = vec!["http://127.0.0.1:2/f.bin".to_owned()];
+        let make = |tool| {
+            job(
+                tool,
+                &Variant::default(),
+                &mirrored,
+                Path::new("/d"),
+                Path::new("/bin/rangefetch"),
+                Duration::from_secs(1),
+            )
+        };
+        let rangefetch = make(Tool::Rangefetch);
+        assert_eq!(
+            rangefetch.args[..3],
+            [
+                "get",
+                "http://127.0.0.1:1/f.bin",
+                "http://127.0.0.1:2/f.bin"
+            ]
+        );
+        assert!(
+            rangefetch
+                .shown
+                .starts_with("rangefetch get $URL $MIRROR --sha256")
+        );
+        let aria2c = make(Tool::Aria2c);
+        assert_eq!(
+            aria2c.args.last().map(String::as_str),
+            Some("http://127.0.0.1:2/f.bin")
+        );
+        let axel = make(Tool::Axel);
+        assert_eq!(
+            axel.args[2..],
+            [
+                "bash",
+                "http://127.0.0.1:1/f.bin",
+                "/d/f.bin",
+                "http://127.0.0.1:2/f.bin"
+            ]
+        );
+        assert_eq!(
+            axel.shown,
+            "axel -q -n 16 -o $OUT $URL $MIRROR && sha256sum $OUT"
+        );
     }
 }
