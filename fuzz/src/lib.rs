@@ -254,3 +254,39 @@ pub fn check_simplestreams(data: &[u8]) {
         }
     }
 }
+
+/// `get -i` lists: every entry has a URL, at most the bound of them, and an
+/// output path inside the working directory that no other entry has; the
+/// entries written back as lines parse to the same entries.
+pub fn check_input_list(data: &[u8]) {
+    use rangefetch_core::{MAX_LIST_URLS, parse_input_list};
+    let Ok(entries) = parse_input_list(data) else {
+        return;
+    };
+    let mut outputs = std::collections::HashSet::new();
+    for entry in &entries {
+        assert!((1..=MAX_LIST_URLS).contains(&entry.urls.len()), "{entry:?}");
+        assert!(
+            !entry.output.is_empty() && !entry.output.starts_with('/'),
+            "{entry:?}"
+        );
+        assert!(
+            entry
+                .output
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".."),
+            "{entry:?}"
+        );
+        assert!(outputs.insert(entry.output.clone()), "{entry:?}");
+    }
+    let rewritten: String = entries.iter().map(|e| e.to_line() + "\n").collect();
+    let reparsed = parse_input_list(rewritten.as_bytes())
+        .unwrap_or_else(|error| panic!("{rewritten:?} does not parse back: {error}"));
+    assert_eq!(reparsed.len(), entries.len());
+    for (again, entry) in reparsed.iter().zip(&entries) {
+        assert_eq!(
+            (&again.sha256, &again.urls, &again.output),
+            (&entry.sha256, &entry.urls, &entry.output)
+        );
+    }
+}

@@ -117,6 +117,7 @@ mod digest;
 mod error;
 mod event;
 mod header;
+mod input_list;
 mod journal;
 mod lookup;
 mod name;
@@ -138,6 +139,10 @@ pub use digest::{DigestHeader, ServerDigest};
 pub use download::{Config, Download, DownloadBuilder, Outcome};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventSink};
+pub use input_list::{
+    InputEntry, InputListError, MAX_LIST_BYTES, MAX_LIST_ENTRIES, MAX_LIST_LINE_BYTES, MAX_LIST_URLS,
+    parse_input_list,
+};
 pub use lookup::{fetch_bytes, fetch_text, server_digest};
 pub use name::{NameError, file_name_from_url};
 pub use range::ByteRange;

@@ -86,6 +86,37 @@ fn digest() {
     replay("digest", checks::check_digest);
 }
 
+/// Besides the replay: the lists a user writes still parse, and the
+/// hostile paths are still refused.
+#[test]
+fn input_list() {
+    let inputs = replay("input_list", checks::check_input_list);
+    let parsed = |name: &str| {
+        let (_, data) = inputs
+            .iter()
+            .find(|(path, _)| path.file_name().is_some_and(|n| n == name))
+            .unwrap_or_else(|| panic!("fuzz/regressions/input_list/{name} is missing"));
+        rangefetch_core::parse_input_list(data)
+    };
+    for (name, n_entries) in [
+        ("sums-with-binary-marker", 2),
+        ("mirrors-and-path-crlf", 1),
+        ("bom-and-derived-name-with-space", 1),
+    ] {
+        let entries = parsed(name).unwrap_or_else(|error| panic!("{name}: {error}"));
+        assert_eq!(entries.len(), n_entries, "{name}: {entries:?}");
+    }
+    for name in ["traversal-path", "absolute-path"] {
+        assert!(
+            matches!(
+                parsed(name),
+                Err(rangefetch_core::InputListError::BadPath { line: 1, .. })
+            ),
+            "{name} is accepted"
+        );
+    }
+}
+
 #[test]
 fn headers() {
     replay("headers", checks::check_headers);
@@ -145,6 +176,7 @@ fn every_fuzz_target_has_saved_inputs() {
             "digest",
             "file_name",
             "headers",
+            "input_list",
             "journal",
             "simplestreams",
             "size"
