@@ -43,8 +43,9 @@ scenarios:
   small  16MiB and 64MiB from nginx, unthrottled (at least 5 runs)
   mirrors 32MiB from two equal unthrottled nginx ports, tools that take
          mirrors (at least 5 runs)
-  tmpfs  rangefetch, BIG from nginx into --tmpfs, beside `rangefetch hash` of
-         the same file from the page cache, round by round
+  tmpfs  rangefetch (default, -c 4, -c 16), BIG from nginx into --tmpfs,
+         beside `rangefetch hash` of the same file from the page cache,
+         round by round (at least 5 runs)
   disk   rangefetch, BIG from nginx onto OUT's disk, beside
          `dd if=/dev/zero bs=4M count=BIG/4MiB conv=fdatasync` on the same
          filesystem, round by round (at least 5 runs)

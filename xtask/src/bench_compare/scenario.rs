@@ -415,7 +415,11 @@ impl Context<'_> {
         let source = nginx.fast(big);
         let timeout = steady_timeout(big.size);
         let mut jobs = Vec::new();
-        for flags in [Vec::new(), vec!["-c".to_owned(), "4".to_owned()]] {
+        // Default flags, and issue 13's and 19's other connection counts.
+        for connections in [None, Some(4), Some(16)] {
+            let flags: Vec<String> = connections
+                .map(|count: u16| vec!["-c".to_owned(), count.to_string()])
+                .unwrap_or_default();
             let variant = Variant {
                 rangefetch_flags: flags.clone(),
                 rangefetch_json: true,
