@@ -12,6 +12,7 @@ mod args;
 mod checksum_file;
 mod exit;
 mod image;
+mod metalink_input;
 mod render;
 mod settings;
 mod signals;
@@ -93,8 +94,9 @@ fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
     }
 }
 
-async fn get(args: GetArgs) -> Result<(), Failure> {
-    let settings = settings::for_get(&args)?;
+async fn get(mut args: GetArgs) -> Result<(), Failure> {
+    // A Metalink operand rewrites the URLs and output to its file's.
+    let (settings, metalink) = metalink_input::settle(&mut args).await?;
     let mut builder = Download::builder(args.urls[0].clone());
     for mirror in &args.urls[1..] {
         builder = builder.mirror(mirror.clone());
@@ -108,6 +110,9 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
         settings::color(),
     ));
     let mut provenance = render::Provenance::default();
+    for message in metalink.iter().flat_map(|m| m.notices()) {
+        render.event(&rangefetch_core::Event::Notice { message });
+    }
     let expectation =
         checksum_file::for_url(&args.expected, &args.trust, &args.urls[0], &settings.config)
             .await?;
@@ -119,6 +124,9 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
         provenance.signed_file = Some(file.clone());
     }
     let mut expected = expectation.map(|e| e.sha256);
+    if let Some(metalink) = &metalink {
+        expected = metalink.expected(expected)?;
+    }
     if expected.is_none() && args.trust_server_digest {
         expected = trusted_server_digest(&args.urls[0], &settings, &render).await?;
         provenance.from_server_digest = expected.is_some();
@@ -126,7 +134,8 @@ async fn get(args: GetArgs) -> Result<(), Failure> {
     if let Some(hash) = expected {
         builder = builder.sha256(hash);
     }
-    download(builder, &args.transfer, settings, render, &provenance, None).await
+    let size = metalink.as_ref().and_then(|m| m.size());
+    download(builder, &args.transfer, settings, render, &provenance, size).await
 }
 
 /// Runs a download the way `get` does — the cache, the output directory

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use rangefetch_core::file_name_from_url;
 use rangefetch_core::internals::Journal;
 use rangefetch_core::internals::sanitize_file_name;
+use rangefetch_core::internals::{LOWEST_PRIORITY, duplicate_links};
 use rangefetch_core::internals::{format_content_range, parse_content_range};
 use rangefetch_core::internals::{
     format_repr_digest, parse_linked_etag, parse_repr_digest, parse_rfc3230_digest,
@@ -20,6 +21,7 @@ use rangefetch_core::internals::{
 };
 use rangefetch_core::{ChecksumLookupError, Sha256Hex, find_checksum, parse_checksums};
 use rangefetch_core::{DEFAULT_FTYPES, image_downloads_path, parse_index, parse_products, select};
+use rangefetch_core::{MetalinkVersion, parse_metalink};
 use rangefetch_core::{format_size, parse_size};
 
 /// `Content-Range`: whatever parses formats back to itself, and a range lies
@@ -251,6 +253,61 @@ pub fn check_simplestreams(data: &[u8]) {
                     .any(|p| p.name == picked.product && p.answers_to(release)),
                 "{picked:?}"
             );
+        }
+    }
+}
+
+/// Metalink 4 and 3 documents, and `Link: rel=duplicate` headers (each
+/// line of the input one header value): no panics; a parsed document has
+/// a file, every name is a safe file name, every URL `http`/`https` and
+/// best first, a piece list fits the stated size; links are `http`/`https`,
+/// best first, never repeated, never the response's own URL.
+pub fn check_metalink(data: &[u8]) {
+    if let Ok(metalink) = parse_metalink(data, None) {
+        assert!(!metalink.files.is_empty());
+        let worst = match metalink.version {
+            MetalinkVersion::V4 => LOWEST_PRIORITY,
+            _ => LOWEST_PRIORITY.max(101),
+        };
+        for file in &metalink.files {
+            assert_safe_name(&file.name);
+            assert!(
+                file.urls
+                    .windows(2)
+                    .all(|pair| pair[0].priority <= pair[1].priority),
+                "{:?}",
+                file.urls
+            );
+            for url in &file.urls {
+                assert!(
+                    url.url.starts_with("http://") || url.url.starts_with("https://"),
+                    "{url:?}"
+                );
+                assert!((1..=worst).contains(&url.priority), "{url:?}");
+            }
+            if let (Some(pieces), Some(size)) = (&file.pieces, file.size) {
+                assert_eq!(pieces.fit(size), Ok(()), "{file:?}");
+                for index in 0..pieces.count() {
+                    let range = pieces.range_of(index, size).expect("a piece in the file");
+                    assert_eq!(pieces.piece_of(range.start), Some(index));
+                }
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(data);
+    let base = "https://origin.example/pub/file.iso";
+    let links = duplicate_links(text.lines(), base);
+    assert!(links.len() <= 64);
+    for (index, link) in links.iter().enumerate() {
+        assert!(
+            link.url.starts_with("http://") || link.url.starts_with("https://"),
+            "{link:?}"
+        );
+        assert_ne!(link.url, base);
+        assert!((1..=LOWEST_PRIORITY).contains(&link.priority), "{link:?}");
+        assert!(links[..index].iter().all(|other| other.url != link.url));
+        if index > 0 {
+            assert!(links[index - 1].priority <= link.priority);
         }
     }
 }

@@ -17,6 +17,7 @@ mod image; // `image`: cloud images by name from a simplestreams tree served by 
 // JSON: the `--json` event lines and summary, completions, and no colour on a pipe.
 mod json;
 mod local_files; // hash, verify and usage errors on local input
+mod metalink; // `get FILE.meta4`: Metalink mirrors, hashes and names, and hostile Metalinks
 // nginx: a real web server whose range handling we did not write.
 mod nginx;
 // Over-fetch: the bytes the server sends, against the file's size.

@@ -120,7 +120,9 @@ mod header;
 mod input_list;
 mod journal;
 mod lookup;
+mod metalink;
 mod name;
+mod pieces;
 mod range;
 mod retry;
 #[cfg(feature = "openpgp")]
@@ -144,7 +146,11 @@ pub use input_list::{
     parse_input_list,
 };
 pub use lookup::{fetch_bytes, fetch_text, server_digest};
+pub use metalink::{
+    Metalink, MetalinkError, MetalinkFile, MetalinkUrl, MetalinkVersion, parse_metalink,
+};
 pub use name::{NameError, file_name_from_url};
+pub use pieces::{PieceAlgorithm, PieceError, PieceHasher, PieceHashes};
 pub use range::ByteRange;
 pub use resume::{part_path, state_path};
 #[cfg(feature = "openpgp")]
@@ -171,6 +177,9 @@ pub mod internals {
         EntityTag, parse_content_length, parse_etag, parse_http_date, parse_retry_after,
     };
     pub use crate::journal::{Journal, JournalError};
+    pub use crate::metalink::{
+        DuplicateLink, LOWEST_PRIORITY, MAX_METALINK_BYTES, duplicate_links,
+    };
     pub use crate::name::sanitize_file_name;
     pub use crate::plan::{Assignment, Scheduler, TakeOver, TaskId};
     pub use crate::range::{

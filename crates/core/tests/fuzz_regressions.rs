@@ -86,6 +86,42 @@ fn digest() {
     replay("digest", checks::check_digest);
 }
 
+/// Besides the replay: the well-formed documents among the inputs still
+/// parse (a parser that refused everything would pass the replay), and the
+/// hostile names are still refused.
+#[test]
+fn metalink() {
+    let inputs = replay("metalink", checks::check_metalink);
+    let named = |name: &str| {
+        inputs
+            .iter()
+            .find(|(path, _)| path.file_name().is_some_and(|n| n == name))
+            .map(|(_, data)| data.as_slice())
+            .unwrap_or_else(|| panic!("fuzz/regressions/metalink/{name} is missing"))
+    };
+    for name in ["meta4-pieces-and-mirrors", "metalink3-preferences"] {
+        let parsed = rangefetch_core::parse_metalink(named(name), None)
+            .unwrap_or_else(|error| panic!("{name} no longer parses: {error}"));
+        assert!(parsed.files[0].sha256.is_some() && parsed.files[0].pieces.is_some());
+        assert!(parsed.files[0].urls.len() >= 2, "{name}: {parsed:?}");
+    }
+    for name in ["traversal-name", "drive-letter-name"] {
+        assert!(
+            matches!(
+                rangefetch_core::parse_metalink(named(name), None),
+                Err(rangefetch_core::MetalinkError::UnsafeName { .. })
+            ),
+            "{name} is accepted"
+        );
+    }
+    let links = String::from_utf8_lossy(named("link-duplicates")).into_owned();
+    let links = rangefetch_core::internals::duplicate_links(
+        links.lines(),
+        "https://origin.example/pub/file.iso",
+    );
+    assert_eq!(links.len(), 4, "{links:?}");
+}
+
 /// Besides the replay: the lists a user writes still parse, and the
 /// hostile paths are still refused.
 #[test]
@@ -178,6 +214,7 @@ fn every_fuzz_target_has_saved_inputs() {
             "headers",
             "input_list",
             "journal",
+            "metalink",
             "simplestreams",
             "size"
         ],

@@ -1,0 +1,390 @@
+//! Metalink input: `get FILE.meta4` / `FILE.metalink` / a URL ending so. Its URLs are the
+//! primary and the mirrors, its size and SHA-256 the expected values, its file name the
+//! output's; a hostile or malformed Metalink is exit 2 with nothing written anywhere.
+
+use std::fs;
+use std::path::Path;
+
+use rangefetch_testserver::{FileSpec, TestServer};
+
+use crate::support::{
+    MIB, Nginx, NginxOptions, Run, WRONG_SHA256, assert_exit, files_under, run, settled_body_bytes,
+    sha256_bytes, sha256_file, tempdir,
+};
+
+/// A Metalink 4 document for one file.
+struct Meta4<'a> {
+    name: &'a str,
+    size: Option<u64>,
+    sha256: Option<&'a str>,
+    /// (url, priority)
+    urls: Vec<(String, u32)>,
+    /// Piece length and the file's bytes, for `<pieces type="sha-256">`.
+    pieces: Option<(usize, &'a [u8])>,
+}
+
+impl Meta4<'_> {
+    fn render(&self) -> String {
+        let mut body = String::new();
+        if let Some(size) = self.size {
+            body.push_str(&format!("    <size>{size}</size>\n"));
+        }
+        if let Some(sha256) = self.sha256 {
+            body.push_str(&format!("    <hash type=\"sha-256\">{sha256}</hash>\n"));
+        }
+        if let Some((length, bytes)) = self.pieces {
+            body.push_str(&format!(
+                "    <pieces length=\"{length}\" type=\"sha-256\">\n"
+            ));
+            for piece in bytes.chunks(length) {
+                body.push_str(&format!("      <hash>{}</hash>\n", sha256_bytes(piece)));
+            }
+            body.push_str("    </pieces>\n");
+        }
+        for (url, priority) in &self.urls {
+            let url = url.replace('&', "&amp;");
+            body.push_str(&format!(
+                "    <url location=\"de\" priority=\"{priority}\">{url}</url>\n"
+            ));
+        }
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+             <metalink xmlns=\"urn:ietf:params:xml:ns:metalink\">\n\
+             \x20 <generator>rangefetch tests</generator>\n\
+             \x20 <file name=\"{}\">\n{body}  </file>\n</metalink>\n",
+            self.name
+        )
+    }
+}
+
+/// The bytes a test server serves for `file`.
+fn content(file: &FileSpec) -> Vec<u8> {
+    rangefetch_testserver::content(file.seed, 0..file.size)
+}
+
+/// `root/work/` with `name` holding `document`; the run happens in `work`.
+fn workdir(root: &Path, name: &str, document: &[u8]) -> std::path::PathBuf {
+    let work = root.join("work");
+    fs::create_dir(&work).expect("create the work directory");
+    fs::write(work.join(name), document).expect("write the Metalink");
+    work
+}
+
+/// The files under `root` other than the Metalink itself: nothing may have been written.
+fn written(root: &Path, metalink: &str) -> Vec<std::path::PathBuf> {
+    files_under(root)
+        .into_iter()
+        .filter(|path| path.file_name().is_none_or(|name| name != metalink))
+        .collect()
+}
+
+#[test]
+fn two_mirrors_from_a_meta4_verified_and_named_by_it() {
+    let size = 16 * MIB;
+    let spec = FileSpec::new("/img.bin", size, 401);
+    let bytes = content(&spec);
+    let first = TestServer::serve(spec.clone());
+    let second = TestServer::serve(spec.clone());
+    let sha256 = spec.sha256_hex();
+    let document = Meta4 {
+        name: "disk.img",
+        size: Some(size),
+        sha256: Some(&sha256),
+        urls: vec![
+            (second.url("/img.bin?from=metalink&n=2"), 2),
+            (first.url("/img.bin"), 1),
+            ("ftp://ftp.example.invalid/disk.img".to_owned(), 1),
+        ],
+        pieces: Some((MIB as usize, &bytes)),
+    }
+    .render();
+    let root = tempdir();
+    let work = workdir(root.path(), "disk.img.meta4", document.as_bytes());
+    let run = run(
+        &work,
+        &["get", "disk.img.meta4", "--chunk-size", "1MiB", "--json"],
+    );
+    assert_eq!(run.code(), 0, "\n{}", run.describe());
+    let out = work.join("disk.img");
+    assert_eq!(sha256_file(&out), sha256, "\n{}", run.describe());
+    let summary = run.json_summary();
+    assert_eq!(summary["verified"], true, "{summary}");
+    assert_eq!(summary["sha256"], sha256.as_str(), "{summary}");
+    let (from_first, from_second) = (settled_body_bytes(&first), settled_body_bytes(&second));
+    assert!(
+        from_first > 0 && from_second > 0,
+        "first mirror sent {from_first}, second {from_second} bytes: both should serve\n{}",
+        run.describe()
+    );
+    assert!(
+        from_first + from_second <= size + MIB,
+        "{from_first} + {from_second} bytes for a file of {size}\n{}",
+        run.describe()
+    );
+    // The priority-1 URL is the primary: it gets the probe.
+    assert!(
+        first
+            .requests()
+            .first()
+            .is_some_and(|r| r.path == "/img.bin"),
+        "{:#?}",
+        first.requests()
+    );
+    assert!(
+        second.requests().iter().all(|r| r.path == "/img.bin"),
+        "the second URL's query was mangled: {:#?}",
+        second.requests()
+    );
+    assert!(
+        run.stdout.contains("ftp") && run.stdout.contains("left out"),
+        "the ftp URL was not reported as left out\n{}",
+        run.describe()
+    );
+    assert_eq!(
+        written(root.path(), "disk.img.meta4"),
+        [out],
+        "only the output may be left"
+    );
+}
+
+#[test]
+fn metalink_over_http_with_a_relative_url_and_o() {
+    let size = 4 * MIB;
+    let spec = FileSpec::new("/img.bin", size, 402);
+    let bytes = content(&spec);
+    let served = tempdir();
+    fs::write(served.path().join("img.bin"), &bytes).expect("write the served file");
+    let sha256 = sha256_bytes(&bytes);
+    let document = Meta4 {
+        name: "from-metalink.img",
+        size: Some(size),
+        sha256: Some(&sha256),
+        urls: vec![("img.bin".to_owned(), 1)],
+        pieces: None,
+    }
+    .render();
+    fs::write(served.path().join("img.bin.meta4"), document).expect("write the Metalink");
+    let nginx = Nginx::serving_dir(served, &NginxOptions::default());
+    let dir = tempdir();
+    let run = run(
+        dir.path(),
+        &[
+            "get",
+            &nginx.url("/img.bin.meta4"),
+            "-o",
+            "chosen.img",
+            "-q",
+        ],
+    );
+    assert_eq!(run.code(), 0, "\n{}", run.describe());
+    assert_eq!(sha256_file(&dir.path().join("chosen.img")), sha256);
+    assert!(!dir.path().join("from-metalink.img").exists(), "-o wins");
+    let log = nginx.access_log();
+    assert!(
+        log.iter().any(|line| line.contains("/img.bin.meta4"))
+            && log.iter().any(|line| line.contains("GET /img.bin ")),
+        "nginx should have served the Metalink and then the file: {log:#?}"
+    );
+}
+
+#[test]
+fn a_metalink_hash_the_bytes_do_not_have_is_exit_3() {
+    let size = 2 * MIB;
+    let spec = FileSpec::new("/img.bin", size, 403);
+    let server = TestServer::serve(spec.clone());
+    let document = Meta4 {
+        name: "disk.img",
+        size: Some(size),
+        sha256: Some(WRONG_SHA256),
+        urls: vec![(server.url("/img.bin"), 1)],
+        pieces: None,
+    }
+    .render();
+    let root = tempdir();
+    let work = workdir(root.path(), "disk.meta4", document.as_bytes());
+    let run = run(&work, &["get", "disk.meta4", "-q"]);
+    assert_exit(&run, 3, true);
+    assert!(
+        run.stderr.contains(WRONG_SHA256),
+        "the error should name the expected hash\n{}",
+        run.describe()
+    );
+    assert!(
+        written(root.path(), "disk.meta4").is_empty(),
+        "a mismatch must leave no output\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn a_metalink_size_the_server_does_not_have_is_exit_3() {
+    let size = 2 * MIB;
+    let spec = FileSpec::new("/img.bin", size, 404);
+    let server = TestServer::serve(spec.clone());
+    let document = Meta4 {
+        name: "disk.img",
+        size: Some(size + 1),
+        sha256: None,
+        urls: vec![(server.url("/img.bin"), 1)],
+        pieces: None,
+    }
+    .render();
+    let root = tempdir();
+    let work = workdir(root.path(), "disk.meta4", document.as_bytes());
+    let run = run(&work, &["get", "disk.meta4", "-q"]);
+    assert_exit(&run, 3, true);
+    assert!(run.stderr.contains("size mismatch"), "\n{}", run.describe());
+    assert!(!work.join("disk.img").exists());
+}
+
+#[test]
+fn without_a_hash_the_download_is_unverified() {
+    let size = MIB;
+    let spec = FileSpec::new("/img.bin", size, 405);
+    let server = TestServer::serve(spec.clone());
+    let document = Meta4 {
+        name: "plain.img",
+        size: None,
+        sha256: None,
+        urls: vec![(server.url("/img.bin"), 1)],
+        pieces: None,
+    }
+    .render();
+    let root = tempdir();
+    let work = workdir(root.path(), "plain.meta4", document.as_bytes());
+    let run = run(&work, &["get", "plain.meta4", "--json"]);
+    assert_eq!(run.code(), 0, "\n{}", run.describe());
+    let summary = run.json_summary();
+    assert_eq!(summary["verified"], false, "{summary}");
+    assert_eq!(summary["sha256"], spec.sha256_hex().as_str(), "{summary}");
+    assert!(
+        run.stdout.contains("will not be verified"),
+        "\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn a_sha256_flag_that_disagrees_with_the_metalink_is_exit_3_before_any_request() {
+    let spec = FileSpec::new("/img.bin", MIB, 406);
+    let server = TestServer::serve(spec.clone());
+    let sha256 = spec.sha256_hex();
+    let document = Meta4 {
+        name: "disk.img",
+        size: Some(MIB),
+        sha256: Some(&sha256),
+        urls: vec![(server.url("/img.bin"), 1)],
+        pieces: None,
+    }
+    .render();
+    let root = tempdir();
+    let work = workdir(root.path(), "disk.meta4", document.as_bytes());
+    let run = run(&work, &["get", "disk.meta4", "--sha256", WRONG_SHA256]);
+    assert_exit(&run, 3, true);
+    assert!(run.stderr.contains("hash conflict"), "\n{}", run.describe());
+    assert!(server.requests().is_empty(), "{:#?}", server.requests());
+    // The same hash given twice is fine.
+    let run = crate::support::run(&work, &["get", "disk.meta4", "--sha256", &sha256, "-q"]);
+    assert_eq!(run.code(), 0, "\n{}", run.describe());
+}
+
+/// A hostile or broken Metalink: exit 2, its reason on stderr, no request to the server it
+/// names, and nothing written inside or outside the working directory.
+fn refused(name: &str, document: &[u8], why: &str) -> Run {
+    let root = tempdir();
+    let work = workdir(root.path(), name, document);
+    let run = run(&work, &["get", name, "-q"]);
+    assert_exit(&run, 2, false);
+    assert!(
+        run.stderr.to_lowercase().contains(&why.to_lowercase()),
+        "stderr should say {why:?}\n{}",
+        run.describe()
+    );
+    assert!(
+        written(root.path(), name).is_empty(),
+        "{:?} written\n{}",
+        written(root.path(), name),
+        run.describe()
+    );
+    run
+}
+
+#[test]
+fn hostile_metalinks_are_refused_and_write_nothing() {
+    let server = TestServer::serve(FileSpec::new("/img.bin", MIB, 407));
+    let url = server.url("/img.bin");
+    let with_name = |name: &str| {
+        Meta4 {
+            name,
+            size: Some(MIB),
+            sha256: None,
+            urls: vec![(url.clone(), 1)],
+            pieces: None,
+        }
+        .render()
+    };
+    refused("a.meta4", with_name("../escaped.img").as_bytes(), "unsafe");
+    refused(
+        "b.meta4",
+        with_name("/tmp/absolute.img").as_bytes(),
+        "absolute path",
+    );
+    refused(
+        "c.meta4",
+        with_name("sub/../../escaped.img").as_bytes(),
+        "climbs out",
+    );
+    let truncated = with_name("ok.img");
+    refused(
+        "d.meta4",
+        &truncated.as_bytes()[..truncated.len() / 2],
+        "not well-formed",
+    );
+    refused(
+        "e.metalink",
+        b"<html><body>not a metalink</body></html>",
+        "not a Metalink document",
+    );
+    refused(
+        "f.meta4",
+        br#"<!DOCTYPE m [<!ENTITY x "xxxxxxxxxxxxxxxx">]><metalink xmlns="urn:ietf:params:xml:ns:metalink"/>"#,
+        "DOCTYPE",
+    );
+    let two_files = with_name("one.img").replace(
+        "</metalink>",
+        "<file name=\"two.img\"><url>http://127.0.0.1:9/two.img</url></file></metalink>",
+    );
+    refused("g.meta4", two_files.as_bytes(), "describes 2 files");
+    let ftp_only = with_name("ftp.img").replace(&url, "ftp://127.0.0.1/ftp.img");
+    refused("h.meta4", ftp_only.as_bytes(), "no http or https URL");
+    let wrong_pieces = Meta4 {
+        name: "pieces.img",
+        size: Some(3 * MIB),
+        sha256: None,
+        urls: vec![(url.clone(), 1)],
+        pieces: Some((MIB as usize, &[0; 1024])),
+    }
+    .render();
+    refused("i.meta4", wrong_pieces.as_bytes(), "piece");
+    // Larger than any Metalink may be: refused before it is parsed.
+    let mut huge = with_name("huge.img").into_bytes();
+    huge.resize(33 << 20, b' ');
+    refused("j.meta4", &huge, "larger than");
+    assert!(
+        server.requests().is_empty(),
+        "a refused Metalink's URL was requested: {:#?}",
+        server.requests()
+    );
+}
+
+#[test]
+fn a_missing_metalink_file_is_exit_2() {
+    let dir = tempdir();
+    let run = run(dir.path(), &["get", "nowhere.meta4"]);
+    assert_exit(&run, 2, false);
+    assert!(
+        run.stderr.contains("cannot read Metalink nowhere.meta4"),
+        "\n{}",
+        run.describe()
+    );
+}
