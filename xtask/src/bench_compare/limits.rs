@@ -51,21 +51,25 @@ pub fn durable_write_rate(dir: &Path, bytes: u64) -> Result<f64> {
     Ok(bytes as f64 / best)
 }
 
-/// The filesystem `dir` is on, as `stat -f` names it (`tmpfs`, `ext2/ext3`).
+/// The filesystem `dir` (which must exist) is on, as findmnt names it (`tmpfs`, `ext4`).
 pub fn filesystem_type(dir: &Path) -> Option<String> {
     let dir = dir.display().to_string();
-    if let Ok(found) = Cmd::new("findmnt")
+    // findmnt prints one line per mount stacked on that point; the first is the one in use.
+    let first = |text: String| text.lines().next().map(|line| line.trim().to_owned());
+    if let Some(found) = Cmd::new("findmnt")
         .args(["-n", "-o", "FSTYPE", "-T", &dir])
         .read_stdout()
-        && !found.trim().is_empty()
+        .ok()
+        .and_then(first)
+        .filter(|found| !found.is_empty())
     {
-        return Some(found.trim().to_owned());
+        return Some(found);
     }
     Cmd::new("stat")
         .args(["-f", "-c", "%T", &dir])
         .read_stdout()
         .ok()
-        .map(|found| found.trim().to_owned())
+        .and_then(first)
 }
 
 /// One core's SHA-256 speed by `openssl speed -evp sha256` on 16 KiB

@@ -553,7 +553,11 @@ impl Context<'_> {
         let runs = self.options.runs.max(MIN_SHORT_RUNS);
         let runner = self.runner;
         let summaries = self.run_rounds_with("disk", &jobs, runner, runs)?;
-        let filesystem = limits::filesystem_type(download_dir).unwrap_or_else(|| "?".to_owned());
+        // The download directory is gone after the runs; the out directory holds it.
+        let filesystem = download_dir
+            .parent()
+            .and_then(limits::filesystem_type)
+            .unwrap_or_else(|| "?".to_owned());
         let mut section = Section::default();
         let _ = writeln!(
             section.text,
