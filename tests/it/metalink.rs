@@ -78,6 +78,20 @@ fn written(root: &Path, metalink: &str) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// `primary` got the download's probe (a range of the first chunk), `mirror` a mirror's
+/// two-byte probe first.
+fn assert_primary(primary: &TestServer, mirror: &TestServer) {
+    let first_range = |server: &TestServer| server.requests().first().and_then(|r| r.range.clone());
+    let (primary_range, mirror_range) = (first_range(primary), first_range(mirror));
+    assert!(
+        primary_range.is_some()
+            && primary_range.as_deref() != Some("bytes=0-1")
+            && mirror_range.as_deref() == Some("bytes=0-1"),
+        "the best URL should be the primary: its first request asked {primary_range:?}, \
+         the other's {mirror_range:?}"
+    );
+}
+
 #[test]
 fn two_mirrors_from_a_meta4_verified_and_named_by_it() {
     let size = 16 * MIB;
@@ -121,15 +135,9 @@ fn two_mirrors_from_a_meta4_verified_and_named_by_it() {
         "{from_first} + {from_second} bytes for a file of {size}\n{}",
         run.describe()
     );
-    // The priority-1 URL is the primary: it gets the probe.
-    assert!(
-        first
-            .requests()
-            .first()
-            .is_some_and(|r| r.path == "/img.bin"),
-        "{:#?}",
-        first.requests()
-    );
+    // The priority-1 URL is the primary: it gets the probe for the first chunk, the other
+    // only a mirror's two-byte probe (`bytes=0-1`).
+    assert_primary(&first, &second);
     assert!(
         second.requests().iter().all(|r| r.path == "/img.bin"),
         "the second URL's query was mangled: {:#?}",
@@ -144,6 +152,65 @@ fn two_mirrors_from_a_meta4_verified_and_named_by_it() {
         written(root.path(), "disk.img.meta4"),
         [out],
         "only the output may be left"
+    );
+}
+
+/// Metalink 3: `preference` 100 is the best URL (the primary gets the probe), and a further
+/// operand is one more mirror.
+#[test]
+fn a_metalink3_file_with_preferences_and_an_extra_mirror() {
+    let size = 8 * MIB;
+    let spec = FileSpec::new("/img.bin", size, 408);
+    let best = TestServer::serve(spec.clone());
+    let worse = TestServer::serve(spec.clone());
+    let extra = TestServer::serve(spec.clone());
+    let sha256 = spec.sha256_hex();
+    let document = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n\
+         <metalink version=\"3.0\" xmlns=\"http://www.metalinker.org/\">\n\
+         <files><file name=\"old.img\"><size>{size}</size>\n\
+         <verification><hash type=\"md5\">00112233445566778899aabbccddeeff</hash>\
+         <hash type=\"sha256\">{sha256}</hash></verification>\n\
+         <resources>\
+         <url type=\"http\" preference=\"10\">{}</url>\
+         <url type=\"bittorrent\" preference=\"100\">{}</url>\
+         <url type=\"http\" preference=\"100\">{}</url>\
+         </resources></file></files></metalink>\n",
+        worse.url("/img.bin"),
+        best.url("/img.torrent"),
+        best.url("/img.bin"),
+    );
+    let root = tempdir();
+    let work = workdir(root.path(), "old.metalink", document.as_bytes());
+    let run = run(
+        &work,
+        &[
+            "get",
+            "old.metalink",
+            &extra.url("/img.bin"),
+            "--chunk-size",
+            "1MiB",
+            "-q",
+        ],
+    );
+    assert_eq!(run.code(), 0, "\n{}", run.describe());
+    assert_eq!(sha256_file(&work.join("old.img")), sha256);
+    assert_primary(&best, &worse);
+    assert!(
+        best.requests().iter().all(|r| r.path == "/img.bin"),
+        "the torrent URL is left out: {:#?}",
+        best.requests()
+    );
+    let total = settled_body_bytes(&best) + settled_body_bytes(&worse) + settled_body_bytes(&extra);
+    assert!(
+        (size..=size + MIB).contains(&total),
+        "{total} bytes served for a file of {size}\n{}",
+        run.describe()
+    );
+    assert!(
+        !extra.requests().is_empty(),
+        "the extra operand was not used as a mirror\n{}",
+        run.describe()
     );
 }
 
