@@ -824,6 +824,12 @@ impl<'b> Parser<'b> {
             None => Url::parse(text),
         };
         let url = match resolved {
+            // An empty or fragment-only reference would name the Metalink itself.
+            Ok(url) if text.is_empty() || base.is_some_and(|base| same_document(base, &url)) => {
+                file.notes
+                    .push("a URL naming the Metalink itself was left out".to_owned());
+                return Ok(());
+            }
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => url,
             Ok(url) => {
                 file.notes.push(format!(
@@ -889,6 +895,15 @@ impl<'b> Parser<'b> {
         });
         Ok(())
     }
+}
+
+/// Whether `url` is `base` but for the fragment.
+fn same_document(base: &Url, url: &Url) -> bool {
+    let mut base = base.clone();
+    let mut url = url.clone();
+    base.set_fragment(None);
+    url.set_fragment(None);
+    base == url
 }
 
 /// The Metalink version a resolved namespace is.
@@ -1324,6 +1339,24 @@ mod tests {
         assert_eq!(
             with.files[0].urls[0].url,
             "https://host.example/pub/mirror/example.iso"
+        );
+    }
+
+    #[test]
+    fn a_url_naming_the_metalink_itself_is_left_out() {
+        let base = "https://host.example/x.meta4";
+        let text =
+            meta4("<url></url><url>#frag</url><url>x.meta4</url><url>https://host.example/x</url>");
+        let file = &parse_metalink(text.as_bytes(), Some(base))
+            .expect("valid")
+            .files[0];
+        let urls: Vec<&str> = file.urls.iter().map(|u| u.url.as_str()).collect();
+        assert_eq!(urls, ["https://host.example/x"]);
+        assert_eq!(
+            file.notes.iter().filter(|n| n.contains("itself")).count(),
+            3,
+            "{:?}",
+            file.notes
         );
     }
 
