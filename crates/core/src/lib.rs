@@ -150,7 +150,7 @@ pub use metalink::{
     Metalink, MetalinkError, MetalinkFile, MetalinkUrl, MetalinkVersion, parse_metalink,
 };
 pub use name::{NameError, file_name_from_url};
-pub use pieces::{PieceAlgorithm, PieceError, PieceHasher, PieceHashes};
+pub use pieces::{PieceAlgorithm, PieceError, PieceHasher, PieceHashes, PieceProgress};
 pub use range::ByteRange;
 pub use resume::{part_path, state_path};
 #[cfg(feature = "openpgp")]

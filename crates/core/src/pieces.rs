@@ -7,6 +7,7 @@
 //! Pure: no I/O. The fetch path asks [`PieceHashes::piece_of`] which piece an
 //! offset falls in, [`PieceHashes::range_of`] which bytes make a piece,
 //! [`PieceHashes::complete_in`] which pieces a written range finishes, and
+//! [`PieceProgress`] which pieces blocks written in any order complete, and
 //! [`PieceHashes::check`] (bytes in hand) or [`PieceHasher`] +
 //! [`PieceHashes::matches`] (bytes hashed as they stream past) whether a
 //! piece is right.
@@ -254,6 +255,89 @@ impl PieceHashes {
     }
 }
 
+/// Which pieces are complete, as written ranges come in any order: report
+/// each written range once ([`PieceProgress::wrote`]) and get back the
+/// pieces it completed, each exactly once, to read back and
+/// [`check`](PieceHashes::check). A piece that failed its check and is
+/// fetched again starts over with [`PieceProgress::reset`].
+///
+/// Every byte must be reported once between resets (the plan's invariant:
+/// a byte is claimed before it is written, and written once); a byte
+/// reported twice would count twice.
+#[derive(Clone, Debug)]
+pub struct PieceProgress {
+    length: u64,
+    total: u64,
+    /// Bytes of each piece not yet written.
+    missing: Vec<u64>,
+}
+
+impl PieceProgress {
+    /// Nothing written yet of a file of `total` bytes cut as `pieces` says
+    /// (use only a list that [fits](PieceHashes::fit) `total`).
+    pub fn new(pieces: &PieceHashes, total: u64) -> Self {
+        let count = usize::try_from(PieceHashes::pieces_for(total, pieces.length))
+            .unwrap_or(usize::MAX)
+            .min(pieces.count());
+        let mut progress = Self {
+            length: pieces.length,
+            total,
+            missing: vec![0; count],
+        };
+        for index in 0..count {
+            progress.reset(index);
+        }
+        progress
+    }
+
+    /// Records that `range` was written; returns the pieces it completed,
+    /// in order. Bytes past the file are ignored.
+    pub fn wrote(&mut self, range: ByteRange) -> Vec<usize> {
+        let end = range.end.min(self.total);
+        let mut completed = Vec::new();
+        if range.start >= end {
+            return completed;
+        }
+        let first = range.start / self.length;
+        let last = (end - 1) / self.length;
+        for piece in first..=last {
+            let Ok(index) = usize::try_from(piece) else {
+                break;
+            };
+            let Some(missing) = self.missing.get_mut(index) else {
+                break;
+            };
+            let piece_start = piece * self.length;
+            let piece_end = piece_start.saturating_add(self.length).min(self.total);
+            let overlap = end.min(piece_end) - range.start.max(piece_start);
+            if *missing > 0 {
+                *missing = missing.saturating_sub(overlap);
+                if *missing == 0 {
+                    completed.push(index);
+                }
+            }
+        }
+        completed
+    }
+
+    /// Piece `index` counts as unwritten again (its bytes are fetched anew).
+    pub fn reset(&mut self, index: usize) {
+        let Ok(piece) = u64::try_from(index) else {
+            return;
+        };
+        let start = piece.saturating_mul(self.length);
+        let end = start.saturating_add(self.length).min(self.total);
+        if let Some(missing) = self.missing.get_mut(index) {
+            *missing = end.saturating_sub(start);
+        }
+    }
+
+    /// Whether every piece is complete.
+    pub fn is_complete(&self) -> bool {
+        self.missing.iter().all(|missing| *missing == 0)
+    }
+}
+
 /// A piece's digest computed as its bytes stream past: `update` with each
 /// chunk in order, then `finish` and [`PieceHashes::matches`].
 #[derive(Clone, Debug)]
@@ -423,7 +507,78 @@ mod tests {
         assert_eq!(list.complete_in(ByteRange::new(4, u64::MAX), 10), 1..3);
     }
 
+    #[test]
+    fn progress_reports_each_completed_piece_once() {
+        let list = pieces(&[1; 10], 4, PieceAlgorithm::Sha1);
+        let mut progress = PieceProgress::new(&list, 10);
+        assert_eq!(progress.wrote(ByteRange::new(2, 6)), Vec::<usize>::new());
+        assert_eq!(progress.wrote(ByteRange::new(0, 2)), [0]);
+        assert_eq!(
+            progress.wrote(ByteRange::new(8, 12)),
+            [2],
+            "bytes past the file ignored"
+        );
+        assert!(!progress.is_complete());
+        assert_eq!(progress.wrote(ByteRange::new(6, 8)), [1]);
+        assert!(progress.is_complete());
+        progress.reset(1);
+        assert!(!progress.is_complete());
+        assert_eq!(progress.wrote(ByteRange::new(4, 8)), [1]);
+        assert_eq!(progress.wrote(ByteRange::new(3, 3)), Vec::<usize>::new());
+        progress.reset(99);
+        assert!(progress.is_complete());
+    }
+
     proptest! {
+        /// Writes that tile the file in any order and any cut complete
+        /// every piece exactly once, each when its last byte arrives.
+        #[test]
+        fn progress_over_any_tiling(
+            total in 1u64..400,
+            length in 1u64..50,
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..20),
+            order in any::<u64>(),
+        ) {
+            let count = PieceHashes::pieces_for(total, length) as usize;
+            let list = PieceHashes::new(length, PieceAlgorithm::Sha1, vec![vec![0; 20].into(); count])
+                .expect("valid");
+            let mut points: Vec<u64> = cuts.iter().map(|i| i.index(total as usize) as u64).collect();
+            points.extend([0, total]);
+            points.sort_unstable();
+            points.dedup();
+            let mut ranges: Vec<ByteRange> = points.windows(2).map(|w| ByteRange::new(w[0], w[1])).collect();
+            // A deterministic shuffle.
+            let mut state = order | 1;
+            for i in (1..ranges.len()).rev() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ranges.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            let mut progress = PieceProgress::new(&list, total);
+            let mut written = vec![false; total as usize];
+            let mut seen = Vec::new();
+            for range in ranges {
+                for byte in range.start..range.end {
+                    written[byte as usize] = true;
+                }
+                for index in progress.wrote(range) {
+                    let piece = list.range_of(index, total).expect("a piece");
+                    prop_assert!((piece.start..piece.end).all(|b| written[b as usize]));
+                    seen.push(index);
+                }
+                for index in 0..count {
+                    let piece = list.range_of(index, total).expect("a piece");
+                    let done = (piece.start..piece.end).all(|b| written[b as usize]);
+                    prop_assert_eq!(done, seen.contains(&index), "piece {} reported late or early", index);
+                }
+            }
+            seen.sort_unstable();
+            prop_assert_eq!(seen, (0..count).collect::<Vec<_>>());
+            prop_assert!(progress.is_complete());
+        }
+
+
         /// Every byte of a file lies in exactly the piece whose range holds
         /// it; the pieces tile the file; each checks against its own bytes
         /// and no other's; a flipped byte fails its piece.
