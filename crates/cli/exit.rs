@@ -28,6 +28,8 @@ pub struct Failure {
     code: u8,
     error: anyhow::Error,
     hint: Option<String>,
+    /// More fields of the `--json` `done` line (a batch's `files`).
+    json_fields: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Failure {
@@ -36,7 +38,19 @@ impl Failure {
             code,
             error: error.into(),
             hint: None,
+            json_fields: serde_json::Map::new(),
         }
+    }
+
+    /// Adds fields to the `--json` `done` line this failure prints.
+    pub fn json_fields(mut self, fields: serde_json::Map<String, serde_json::Value>) -> Self {
+        self.json_fields = fields;
+        self
+    }
+
+    /// The exit code.
+    pub fn code(&self) -> u8 {
+        self.code
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -45,7 +59,7 @@ impl Failure {
     }
 
     /// The whole cause chain on one line.
-    fn message(&self) -> String {
+    pub fn message(&self) -> String {
         let mut parts: Vec<String> = Vec::new();
         for cause in self.error.chain() {
             let text = cause.to_string();
@@ -58,7 +72,7 @@ impl Failure {
 
     /// The `class` of the `--json` summary: the engine's own class where the
     /// engine failed, else the one the exit code stands for.
-    fn class(&self) -> &'static str {
+    pub fn class(&self) -> &'static str {
         if let Some(core) = self.error.downcast_ref::<rangefetch_core::Error>() {
             return core.kind().class();
         }
@@ -74,7 +88,12 @@ impl Failure {
             eprintln!("hint: {hint}");
         }
         if json {
-            print_done_failure(self.code, &message, self.class());
+            let mut done = json!({"event": "done", "ok": false, "exit_code": self.code,
+                "error": message, "class": self.class(), "t_s": seconds_since_start()});
+            if let Some(object) = done.as_object_mut() {
+                object.extend(self.json_fields.clone());
+            }
+            print_json(&done);
         }
         ExitCode::from(self.code)
     }

@@ -4,11 +4,13 @@
 //!
 //! Beside it, one concern per file: `args` (the flags), `settings` (flags
 //! plus environment → the core `Config`; the only reader of the
-//! environment), `checksum_file` (the expected hash), `image` (a cloud
+//! environment), `batch` (`get -i`: many files under one connection
+//! budget), `checksum_file` (the expected hash), `image` (a cloud
 //! image found by name in a simplestreams tree), `render` (events and
 //! summaries), `exit` (exit codes, error lines, hints), `signals` (Ctrl-C).
 
 mod args;
+mod batch;
 mod checksum_file;
 mod exit;
 mod image;
@@ -53,7 +55,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Get(args) => get(args).await,
+            Command::Get(args) => match args.input_file.clone() {
+                Some(list) => batch::run(&list, &args).await,
+                None => get(args).await,
+            },
             Command::Image(args) => image::image(args).await,
             Command::Verify(args) => verify(args).await,
             Command::Hash(args) => hash(args).await,

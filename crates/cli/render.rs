@@ -1,11 +1,13 @@
 //! Turns engine events into what a person or a program sees: a progress bar
 //! on stderr, or JSON lines on stdout; and the summary of a finished `get`.
+//! A batch (`get -i`) has a [`Batch`]: one overall bar and a line per active
+//! file, or JSON lines that name their file.
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rangefetch_core::{Event, Outcome, ServerDigest};
 use serde_json::json;
 
@@ -24,6 +26,9 @@ pub enum Render {
         last_progress: Mutex<Instant>,
         /// The digest the server stated, for the summary.
         server_digest: Mutex<Option<ServerDigest>>,
+        /// In a batch: the file's line in the list, and its output path
+        /// (given in the `started` event).
+        file: Option<(usize, String)>,
     },
 }
 
@@ -64,6 +69,7 @@ impl Render {
                 started: start_clock(),
                 last_progress: Mutex::new(now.checked_sub(Duration::from_secs(1)).unwrap_or(now)),
                 server_digest: Mutex::new(None),
+                file: None,
             };
         }
         if quiet {
@@ -73,15 +79,7 @@ impl Render {
             return Render::Silent;
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
-        let template = if color {
-            "{bytes}/{total_bytes} [{bar:30.cyan/blue}] {binary_bytes_per_sec} eta {eta} {msg}"
-        } else {
-            "{bytes}/{total_bytes} [{bar:30}] {binary_bytes_per_sec} eta {eta} {msg}"
-        };
-        if let Ok(style) = ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        Render::Bar(bar)
+        Render::Bar(styled(bar, "", color))
     }
 
     pub fn event(&self, event: &Event) {
@@ -130,6 +128,7 @@ impl Render {
                 started,
                 last_progress: last,
                 server_digest,
+                file,
             } => {
                 let mut line = match event {
                     Event::Progress {
@@ -194,6 +193,12 @@ impl Render {
                 };
                 if let Some(object) = line.as_object_mut() {
                     object.insert("t_s".into(), json!(started.elapsed().as_secs_f64()));
+                    if let Some((line_no, path)) = file {
+                        object.insert("file".into(), json!(line_no));
+                        if matches!(event, Event::Started { .. }) {
+                            object.insert("path".into(), json!(path));
+                        }
+                    }
                 }
                 print_json(&line);
             }
@@ -242,6 +247,20 @@ impl Render {
             bar.finish_and_clear();
         }
     }
+}
+
+/// A bar in the house style: bytes, rate, eta; `prefix` names the file.
+fn styled(bar: ProgressBar, prefix: &str, color: bool) -> ProgressBar {
+    let template = if color {
+        "{prefix}{bytes}/{total_bytes} [{bar:30.cyan/blue}] {binary_bytes_per_sec} eta {eta} {msg}"
+    } else {
+        "{prefix}{bytes}/{total_bytes} [{bar:30}] {binary_bytes_per_sec} eta {eta} {msg}"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(prefix.to_owned());
+    bar
 }
 
 /// `<path>: <bytes> in <secs> (<rate>), <n> connections, <n> retries, sha256 <hex> (<status>)`.
@@ -293,4 +312,272 @@ pub fn print_json(value: &serde_json::Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{value}");
     let _ = out.flush();
+}
+
+/// One file's end in a batch, for its line and the summaries.
+pub struct FileResult {
+    /// The entry's line in the list: the `file` of its JSON lines.
+    pub line: usize,
+    /// The output path.
+    pub path: String,
+    /// The first URL without credentials.
+    pub url: String,
+    pub outcome: Result<Outcome, FileFailure>,
+}
+
+/// Why a file of a batch failed.
+pub struct FileFailure {
+    pub code: u8,
+    pub class: &'static str,
+    /// The cause chain on one line.
+    pub error: String,
+}
+
+impl FileResult {
+    /// The file's object in the `--json` lines: its `file-done` event and
+    /// its entry in the summary's `files`.
+    pub fn to_json(&self) -> serde_json::Value {
+        match &self.outcome {
+            Ok(outcome) => json!({
+                "file": self.line, "path": self.path, "url": self.url, "ok": true,
+                "bytes": outcome.bytes, "sha256": outcome.sha256.to_string(),
+                "verified": outcome.verified, "elapsed_s": outcome.elapsed.as_secs_f64(),
+                "retries": outcome.retries, "resumed_bytes": outcome.resumed_bytes,
+                "connections": outcome.connections, "already_present": outcome.already_present,
+                "from_cache": outcome.from_cache,
+            }),
+            Err(failure) => json!({
+                "file": self.line, "path": self.path, "url": self.url, "ok": false,
+                "exit_code": failure.code, "class": failure.class, "error": failure.error,
+            }),
+        }
+    }
+}
+
+/// How a batch (`get -i`) shows itself: a [`FileView`] per running file,
+/// plus, on a terminal, one overall bar above the files' bars.
+pub struct Batch {
+    json: bool,
+    quiet: bool,
+    color: bool,
+    bars: Option<BatchBars>,
+}
+
+struct BatchBars {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    n_files: usize,
+    /// Files finished, and of them failed.
+    ended: Mutex<(usize, usize)>,
+}
+
+/// What one file of a batch renders its events through.
+pub struct FileView {
+    render: Render,
+    /// The batch's overall bar, which this file's bytes advance.
+    overall: Option<ProgressBar>,
+    /// Bytes of this file already counted on the overall bar, and whether
+    /// its size was added to the bar's length.
+    counted: Mutex<(u64, bool)>,
+}
+
+impl Batch {
+    /// `color` is false under `NO_COLOR`.
+    pub fn new(json: bool, quiet: bool, color: bool, n_files: usize) -> Self {
+        let bars = (!json && !quiet && std::io::stderr().is_terminal()).then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
+            let overall = styled(multi.add(ProgressBar::new(0)), "all ", color);
+            overall.set_message(format!("0/{n_files} files"));
+            BatchBars {
+                multi,
+                overall,
+                n_files,
+                ended: Mutex::new((0, 0)),
+            }
+        });
+        Self {
+            json,
+            quiet,
+            color,
+            bars,
+        }
+    }
+
+    /// The view of a file that starts now: its own JSON lines, or a bar of
+    /// its own under the overall one.
+    pub fn file(&self, line: usize, path: &str) -> FileView {
+        let render = if self.json {
+            let now = Instant::now();
+            Render::Json {
+                started: start_clock(),
+                last_progress: Mutex::new(now.checked_sub(Duration::from_secs(1)).unwrap_or(now)),
+                server_digest: Mutex::new(None),
+                file: Some((line, path.to_owned())),
+            }
+        } else if self.quiet {
+            Render::Quiet
+        } else if let Some(bars) = &self.bars {
+            let bar = bars.multi.add(ProgressBar::new(0));
+            Render::Bar(styled(bar, &format!("{} ", short_name(path)), self.color))
+        } else {
+            Render::Silent
+        };
+        FileView {
+            render,
+            overall: self.bars.as_ref().map(|bars| bars.overall.clone()),
+            counted: Mutex::new((0, false)),
+        }
+    }
+
+    /// A file ended: its bar goes, and its result is printed as `get`
+    /// prints one (a `file-done` JSON line; or figures on stderr and
+    /// `<hex>  <path>` on stdout; or the error).
+    pub fn finished(&self, view: Option<&FileView>, result: &FileResult) {
+        if let Some(FileView {
+            render: Render::Bar(bar),
+            ..
+        }) = view
+        {
+            bar.finish_and_clear();
+            if let Some(bars) = &self.bars {
+                bars.multi.remove(bar);
+            }
+        }
+        if self.json {
+            let mut line = result.to_json();
+            if let Some(object) = line.as_object_mut() {
+                object.insert("event".into(), json!("file-done"));
+                object.insert("t_s".into(), json!(seconds_since_start()));
+            }
+            print_json(&line);
+        } else {
+            let text = match &result.outcome {
+                Ok(outcome) => {
+                    let line = format!("{}  {}", outcome.sha256, outcome.path.display());
+                    // Off the bars, which share a terminal with stdout.
+                    match &self.bars {
+                        Some(bars) => bars.multi.suspend(|| println!("{line}")),
+                        None => println!("{line}"),
+                    }
+                    (!self.quiet).then(|| figures(outcome))
+                }
+                Err(failure) => Some(format!(
+                    "rangefetch: error: {}: {}",
+                    result.path, failure.error
+                )),
+            };
+            if let Some(text) = text {
+                self.eprint(&text);
+            }
+        }
+        if let Some(bars) = &self.bars {
+            let mut ended = bars
+                .ended
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            ended.0 += 1;
+            ended.1 += usize::from(result.outcome.is_err());
+            let failed = match ended.1 {
+                0 => String::new(),
+                n => format!(", {n} failed"),
+            };
+            bars.overall
+                .set_message(format!("{}/{} files{failed}", ended.0, bars.n_files));
+        }
+    }
+
+    /// A line on stderr, above the bars when there are any.
+    fn eprint(&self, text: &str) {
+        match &self.bars {
+            Some(bars) => {
+                let _ = bars.multi.println(text);
+            }
+            None => eprintln!("{text}"),
+        }
+    }
+
+    /// The end of the batch: the bars go; stderr gets a line of figures
+    /// (not with `--quiet`) and one line per failed file, naming its line,
+    /// path, URL and error (always). With `--json` and no failure the
+    /// `done` line is printed here; a failed batch's comes with its error.
+    pub fn summary(&self, results: &[FileResult], elapsed: Duration) {
+        if let Some(bars) = &self.bars {
+            bars.overall.finish_and_clear();
+            let _ = bars.multi.clear();
+        }
+        let failed: Vec<&FileResult> = results.iter().filter(|r| r.outcome.is_err()).collect();
+        let bytes: u64 = results
+            .iter()
+            .filter_map(|r| r.outcome.as_ref().ok())
+            .map(|outcome| outcome.bytes)
+            .sum();
+        if !self.quiet || !failed.is_empty() {
+            eprintln!(
+                "rangefetch: {} files: {} done, {} failed; {bytes} bytes in {:.2} s",
+                results.len(),
+                results.len() - failed.len(),
+                failed.len(),
+                elapsed.as_secs_f64(),
+            );
+        }
+        for result in &failed {
+            if let Err(failure) = &result.outcome {
+                eprintln!(
+                    "rangefetch: failed: line {} {} ({}): {}",
+                    result.line, result.path, result.url, failure.error
+                );
+            }
+        }
+        if self.json && failed.is_empty() {
+            print_json(&json!({
+                "event": "done", "ok": true, "files": results.iter().map(FileResult::to_json).collect::<Vec<_>>(),
+                "n_files": results.len(), "failed": 0, "bytes": bytes,
+                "elapsed_s": elapsed.as_secs_f64(), "t_s": seconds_since_start(),
+            }));
+        }
+    }
+}
+
+impl FileView {
+    pub fn event(&self, event: &Event) {
+        self.render.event(event);
+        let Some(overall) = &self.overall else {
+            return;
+        };
+        let mut counted = self
+            .counted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bytes = match event {
+            Event::Started {
+                total,
+                resumed_bytes,
+                ..
+            } => {
+                if let (Some(total), false) = (total, counted.1) {
+                    overall.inc_length(*total);
+                    counted.1 = true;
+                }
+                *resumed_bytes
+            }
+            Event::Progress { bytes, .. } | Event::Downloaded { bytes } => *bytes,
+            _ => return,
+        };
+        // A restart (the remote changed) goes back to 0; the overall bar
+        // only moves forward.
+        if bytes > counted.0 {
+            overall.inc(bytes - counted.0);
+            counted.0 = bytes;
+        }
+    }
+}
+
+/// The last 24 characters of a path, for a bar's prefix.
+fn short_name(path: &str) -> String {
+    let n_chars = path.chars().count();
+    if n_chars <= 24 {
+        return format!("{path:<24}");
+    }
+    let tail: String = path.chars().skip(n_chars - 23).collect();
+    format!("…{tail}")
 }

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod batch; // `get -i`: many files under one connection budget, resumed, failing alone
 // Caching: the verified, content-addressed cache and its hits, misses and eviction.
 mod cache;
 // Faults: the test server's fault script, one module per kind of fault.

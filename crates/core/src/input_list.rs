@@ -256,12 +256,12 @@ pub fn parse_input_list(list: &[u8]) -> Result<Vec<InputEntry>, InputListError> 
 
 /// One line: `None` for a comment or a blank line.
 fn parse_line(text: &str, line: usize) -> Result<Option<InputEntry>, InputListError> {
-    let trimmed = text.trim_matches(|c| c == ' ' || c == '\t');
+    let trimmed = text.trim_matches([' ', '\t']);
     if trimmed.is_empty() || trimmed.starts_with('#') {
         return Ok(None);
     }
     let mut fields = trimmed
-        .split(|c| c == ' ' || c == '\t')
+        .split([' ', '\t'])
         .filter(|field| !field.is_empty())
         .peekable();
     let mut sha256 = None;
@@ -332,6 +332,15 @@ fn is_url_like(field: &str) -> bool {
 }
 
 fn check_url(field: &str, line: usize, field_no: usize) -> Result<(), InputListError> {
+    // The URL parser drops tabs, CRs and newlines inside a URL; a field
+    // with any control character is refused instead of read as another URL.
+    if field.chars().any(char::is_control) {
+        return Err(InputListError::BadUrl {
+            line,
+            field: field_no,
+            reason: "a control character in it".to_owned(),
+        });
+    }
     let url = reqwest::Url::parse(field).map_err(|error| InputListError::BadUrl {
         line,
         field: field_no,
@@ -482,6 +491,16 @@ mod tests {
                 matches!(
                     e,
                     InputListError::UnsupportedScheme {
+                        line: 2,
+                        field: 1,
+                        ..
+                    }
+                )
+            }),
+            ("ht\rtp://h/f".into(), |e| {
+                matches!(
+                    e,
+                    InputListError::BadUrl {
                         line: 2,
                         field: 1,
                         ..

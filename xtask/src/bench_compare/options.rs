@@ -16,6 +16,9 @@ usage: cargo xtask bench-compare [options]
 Times `rangefetch get` against aria2c, axel, wget2 and `curl | tee | sha256sum`
 (those installed) on loopback servers it starts itself: download + verify,
 several runs each, tools alternating; writes OUT/results.md and prints it.
+Every run also records the bytes served ÷ the file's size and the request
+count, as the server counted them (nginx's access log, the test server's
+own counter); OUT/runs.csv has every run.
 
 options:
   --runs N              counted runs per tool and scenario (default 3)
