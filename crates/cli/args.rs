@@ -38,8 +38,23 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// URL of the file; further URLs are mirrors of the same bytes.
-    #[arg(required = true, value_name = "URL")]
+    #[arg(required_unless_present = "input_file", value_name = "URL")]
     pub urls: Vec<String>,
+    /// Download every file a list names (`-` reads standard input): one
+    /// per line, `HASH  URL [PATH]` (a SHA256SUMS-style line) or a bare
+    /// `URL`; mirrors of the same file follow its URL, separated by tabs;
+    /// `#` starts a comment.
+    #[arg(short = 'i', long, value_name = "FILE", conflicts_with_all = ["urls", "output", "sha256", "sha256_sums"])]
+    pub input_file: Option<PathBuf>,
+    /// Files downloaded at once from an --input-file list; `-c` stays the
+    /// ceiling on connections in total, shared between them.
+    #[arg(short = 'j', long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Most connections to any one host, over all the files of a list
+    /// [default: the -c value, at most 16].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_per_host: Option<u16>,
     /// Destination file [default: the URL's file name, in the current directory].
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
@@ -65,6 +80,13 @@ pub struct Transfer {
     /// Bytes per ranged request (K, M, G, KiB, MiB, GiB suffixes).
     #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_chunk_size)]
     pub chunk_size: u64,
+    /// Start and split chunks only on multiples of SIZE, a site cache's slice size (0: anywhere).
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_any_size)]
+    pub align: u64,
+    /// Start at an offset of this run's own, wrapping around, so that clients fetching one
+    /// file through one cache fill different slices (the hash then finishes after the bytes).
+    #[arg(long)]
+    pub rotate: bool,
     /// Failed attempts without progress allowed per range.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub retries: u32,
@@ -74,12 +96,33 @@ pub struct Transfer {
     /// TCP + TLS connect timeout in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 15.0, value_parser = parse_seconds)]
     pub connect_timeout: f64,
-    /// HTTP(S) proxy for all requests [default: from HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY].
+    /// Proxy for all requests: http://, https://, socks5:// or socks5h:// (DNS by the proxy)
+    /// [default: from HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY].
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
     /// Extra trusted root certificate(s), PEM.
     #[arg(long, value_name = "PEM")]
     pub ca_cert: Vec<PathBuf>,
+    /// Most bytes per second over all connections and files (K, M, G,
+    /// KiB, MiB suffixes; binary units: 8M is 8 MiB/s).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_rate: Option<u64>,
+    /// An extra request header, `Name: value` (repeatable). Credentials
+    /// (Authorization, Cookie) go only to the hosts of the URLs given,
+    /// never to another host a redirect leads to; values are never shown.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// The User-Agent header [default: rangefetch/VERSION].
+    #[arg(long, value_name = "STRING")]
+    pub user_agent: Option<String>,
+    /// Most bytes fetched again to repair a file whose SHA-256 does not
+    /// match (K, M, G suffixes; 0: no repair) [default: the file's size].
+    #[arg(long, value_name = "SIZE", value_parser = parse_any_size)]
+    pub repair_budget: Option<u64>,
+    /// What the proxy is: `dragonfly` for a Dragonfly dfdaemon (prefetch,
+    /// content-keyed tasks with --sha256, 4 MiB pieces, at most 8 connections).
+    #[arg(long, value_name = "FLAVOR", value_enum, default_value_t = Flavor::Plain)]
+    pub proxy_flavor: Flavor,
     /// Content-addressed cache of verified files [default: $RANGEFETCH_CACHE_DIR].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -92,6 +135,15 @@ pub struct Transfer {
     /// No progress display.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// `--proxy-flavor`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Flavor {
+    /// An ordinary HTTP proxy or cache.
+    Plain,
+    /// A Dragonfly dfdaemon.
+    Dragonfly,
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +252,34 @@ fn parse_chunk_size(value: &str) -> Result<u64, String> {
     }
 }
 
+fn parse_rate(value: &str) -> Result<u64, String> {
+    let value = value.trim();
+    let value = value
+        .strip_suffix("/s")
+        .or_else(|| value.strip_suffix("ps"))
+        .unwrap_or(value);
+    match rangefetch_core::parse_size(value) {
+        Ok(0) => Err("the rate must be at least 1 byte per second".to_owned()),
+        Ok(bytes) => Ok(bytes),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `Name: value`, as curl's -H takes it. The error never repeats the
+/// value, which may be a token.
+fn parse_header(value: &str) -> Result<(String, String), String> {
+    let (name, rest) = value
+        .split_once(':')
+        .ok_or_else(|| "a header is `Name: value`".to_owned())?;
+    let name = name.trim();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        return Err(
+            "a header is `Name: value`, with a name of visible ASCII characters".to_owned(),
+        );
+    }
+    Ok((name.to_owned(), rest.trim().to_owned()))
+}
+
 fn parse_any_size(value: &str) -> Result<u64, String> {
     rangefetch_core::parse_size(value).map_err(|e| e.to_string())
 }
@@ -219,6 +299,26 @@ mod tests {
 
     fn line(words: &[&str]) -> Vec<std::ffi::OsString> {
         words.iter().map(std::ffi::OsString::from).collect()
+    }
+
+    #[test]
+    fn rates_and_headers_parse_as_users_write_them() {
+        assert_eq!(parse_rate("8M"), Ok(8 << 20));
+        assert_eq!(parse_rate("500K"), Ok(500 << 10));
+        assert_eq!(parse_rate("2MiB/s"), Ok(2 << 20));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+        assert_eq!(
+            parse_header("Authorization: Bearer abc:def"),
+            Ok(("Authorization".into(), "Bearer abc:def".into()))
+        );
+        assert_eq!(
+            parse_header("X-Empty:"),
+            Ok(("X-Empty".into(), String::new()))
+        );
+        let bad = parse_header("no colon secret").expect_err("no colon");
+        assert!(!bad.contains("secret"), "{bad}");
+        assert!(parse_header(": value").is_err());
     }
 
     #[test]

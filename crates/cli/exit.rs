@@ -191,7 +191,7 @@ pub fn from_core(error: rangefetch_core::Error, proxy: Option<&str>) -> Failure 
     let kind = error.kind();
     let status = error.status();
     let retryable_network = kind == ErrorKind::Network && error.is_retryable();
-    let certificate = kind == ErrorKind::Network && error.to_string().contains("certificate");
+    let certificate = kind == ErrorKind::Certificate;
     let code = match kind {
         ErrorKind::ChecksumMismatch => CHECKSUM,
         ErrorKind::Io => IO,
@@ -202,7 +202,7 @@ pub fn from_core(error: rangefetch_core::Error, proxy: Option<&str>) -> Failure 
     let failure = Failure::new(code, error);
     match (kind, status) {
         (ErrorKind::ChecksumMismatch, _) => failure.hint(
-            "the received bytes were discarded; check the expected hash, or the mirror you are using",
+            "the received bytes were discarded; check the expected hash, or the mirror or proxy you are using (a repair fetches bad stretches again within --repair-budget)",
         ),
         (ErrorKind::HttpStatus(_), Some(404 | 410)) => failure.hint("check the URL: the server has no such file"),
         (ErrorKind::HttpStatus(_), Some(407)) => failure.hint(match proxy {
@@ -298,6 +298,7 @@ mod tests {
             (ErrorKind::InvalidInput, USAGE),
             (ErrorKind::Cancelled, INTERRUPTED),
             (ErrorKind::Network, DOWNLOAD),
+            (ErrorKind::Certificate, DOWNLOAD),
             (ErrorKind::HttpStatus(404), DOWNLOAD),
         ] {
             let failure = from_core(rangefetch_core::Error::new(kind, "x"), None);

@@ -167,6 +167,12 @@ impl Render {
                         "event": "retry", "start": range.start, "end": range.end, "attempt": attempt,
                         "class": class, "error": message, "delay_s": delay.as_secs_f64()}),
                     Event::Downloaded { bytes } => json!({"event": "downloaded", "bytes": bytes}),
+                    Event::Repaired { pieces, fetched } => json!({
+                        "event": "repaired", "fetched": fetched,
+                        "pieces": pieces.iter().map(|piece| json!({
+                            "start": piece.range.start, "end": piece.range.end,
+                            "source": piece.source, "connection": piece.connection,
+                            "attempt": piece.attempt})).collect::<Vec<_>>()}),
                     Event::Notice { message } => json!({"event": "notice", "message": message}),
                     Event::Verified {
                         sha256,

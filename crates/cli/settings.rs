@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rangefetch_core::Config;
+use rangefetch_core::{Config, ProxyFlavor, RateLimit};
 
-use crate::args::{GetArgs, ImageArgs, Transfer};
+use crate::args::{Flavor, GetArgs, ImageArgs, Transfer};
 use crate::exit::{self, Failure};
 
 /// What `get` runs with, besides its URLs and expected hash.
@@ -51,6 +51,14 @@ fn transfer_settings(
     let mut config = Config::default();
     config.connections = usize::from(args.connections);
     config.chunk_size = args.chunk_size;
+    config.align = args.align;
+    // Another seed for every client: its pid, and the time for clients on other hosts.
+    config.rotation_seed = args.rotate.then(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64);
+        nanos ^ u64::from(std::process::id()).rotate_left(32)
+    });
     config.retries = args.retries;
     config.stall_timeout = Duration::from_secs_f64(args.stall_timeout);
     config.connect_timeout = Duration::from_secs_f64(args.connect_timeout);
@@ -64,6 +72,16 @@ fn transfer_settings(
             .map_err(|e| Failure::new(exit::USAGE, e))?;
         config.ca_certs_pem.push(pem);
     }
+    config.rate_limit = args.limit_rate.map(RateLimit::new);
+    for (name, value) in &args.headers {
+        config.headers.push(name, value);
+    }
+    config.user_agent = args.user_agent.clone();
+    config.repair_budget = args.repair_budget;
+    config.proxy_flavor = match args.proxy_flavor {
+        Flavor::Plain => ProxyFlavor::Plain,
+        Flavor::Dragonfly => ProxyFlavor::Dragonfly,
+    };
     let proxy_shown = config.proxy.as_deref().map(redact);
     let cache_dir = args
         .cache_dir

@@ -25,6 +25,10 @@ mod nginx;
 mod overfetch;
 // Proxies: `--proxy` and the proxy variables, through a real tinyproxy.
 mod proxy;
+// Repair: a checksum mismatch located, fetched again from elsewhere, and named.
+mod repair;
+// Requests: -H, --user-agent, signed URLs redacted and resumed, --limit-rate.
+mod requests;
 // Resume: Ctrl-C, kill -9, a damaged journal, a changed remote, a full disk.
 mod resume;
 // TLS: HTTPS against nginx with a private CA.

@@ -8,8 +8,8 @@ use rangefetch_testserver::{FileSpec, RequestLog, TestServer};
 
 use crate::support::nginx::lines_with_status;
 use crate::support::{
-    Expect, MIB, Nginx, NginxOptions, Ran, Run, Scenario, TestPki, Tinyproxy, TinyproxyOptions,
-    closed_port,
+    Expect, MIB, Microsocks, Nginx, NginxOptions, Ran, Run, Scenario, TestPki, Tinyproxy,
+    TinyproxyOptions, closed_port,
 };
 
 /// The size of the plain-HTTP file: several chunks of [`CHUNK`], so several requests.
@@ -478,4 +478,53 @@ fn unreachable_https_proxy_from_the_environment_is_named_in_the_hint() {
         .env("HTTPS_PROXY", &proxy_url)
         .run();
     assert_proxy_failure(run, &shown, true);
+}
+
+#[test]
+fn socks5h_leaves_the_name_to_the_proxy() {
+    let server = plain_server();
+    let socks = Microsocks::start(None);
+    let url = format!("http://localhost:{}/img.bin", server.addr().port());
+    chunked(Scenario::url(url))
+        .args(&["--proxy", &socks.url("socks5h", None), "-o", "img.bin"])
+        .expect(Expect::success(&expected()));
+    let target = format!("localhost:{}", server.addr().port());
+    let seen = socks.wait_for_connection(&target);
+    assert!(
+        !seen.is_empty() && seen.iter().all(|t| *t == target),
+        "socks5h must hand the proxy the name, not an address: {seen:?}"
+    );
+}
+
+#[test]
+fn socks5_from_all_proxy_with_credentials_never_shown() {
+    let server = plain_server();
+    let socks = Microsocks::start(Some((USER, PASSWORD)));
+    let proxy = socks.url("socks5", Some((USER, PASSWORD)));
+    let ran = chunked(Scenario::url(server.url("/img.bin")))
+        .env("ALL_PROXY", &proxy)
+        .args(&["--json"])
+        .expect(Expect::success(&expected()).json());
+    let target = format!("127.0.0.1:{}", server.addr().port());
+    let seen = socks.wait_for_connection(&target);
+    assert!(
+        seen.len() >= 2 && seen.iter().all(|t| *t == target),
+        "the ranges did not go through the SOCKS proxy: {seen:?}\n{}",
+        ran.describe()
+    );
+    assert!(
+        !ran.stdout.contains(PASSWORD) && !ran.stderr.contains(PASSWORD),
+        "{}",
+        ran.describe()
+    );
+    // The same proxy with a wrong password refuses: exit 1, the password not shown.
+    let wrong = socks.url("socks5", Some((USER, "not-the-password")));
+    let refused = chunked(Scenario::url(server.url("/img.bin")))
+        .args(&["--proxy", &wrong])
+        .expect(Expect::failure(1));
+    assert!(
+        !refused.stderr.contains("not-the-password"),
+        "{}",
+        refused.describe()
+    );
 }

@@ -31,6 +31,12 @@ pub const FOR_TESTS: &[Requirement] = &[
         package: "tinyproxy",
         service: Some("tinyproxy"),
     },
+    // SOCKS5 (tests/it/proxy.rs): a real server, started per test.
+    Requirement {
+        program: "microsocks",
+        package: "microsocks",
+        service: None,
+    },
     Requirement {
         program: "openssl",
         package: "openssl",

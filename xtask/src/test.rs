@@ -161,6 +161,12 @@ fn ensure_tools(fuzzing: bool) -> Result<()> {
 /// cargo-nextest when installed (faster, clearer failure output), else
 /// `cargo test`. nextest does not run doctests, so those run separately.
 fn run_tests(root: &Path) -> Result<()> {
+    // The examples are run by crates/core/tests/examples.rs; build them
+    // first whatever the runner does by default.
+    Cmd::cargo()
+        .dir(root)
+        .args(["build", "--workspace", "--examples", "--locked"])
+        .run()?;
     if Cmd::cargo().args(["nextest", "--version"]).probe() {
         Cmd::cargo()
             .dir(root)

@@ -179,7 +179,7 @@ impl Cache {
         if !entry_is_file(&entry)? {
             return Ok(None);
         }
-        match hash_by_reading(&entry) {
+        match hash_by_reading(&entry, &AtomicU64::new(0)) {
             Ok(actual) if actual == *hash => {
                 touch(&entry);
                 Ok(Some(entry))
@@ -207,7 +207,18 @@ impl Cache {
     /// Fails with [`io::ErrorKind::NotFound`] when the cache holds no entry
     /// for `hash` or the entry fails verification (it is then removed).
     pub fn place(&self, hash: &Sha256Hex, dest: &Path) -> io::Result<Placement> {
-        self.place_with(hash, dest, &Placement::PREFERENCE)
+        self.place_with(hash, dest, &Placement::PREFERENCE, &AtomicU64::new(0))
+    }
+
+    /// [`Cache::place`], counting the bytes hashed in `hashed` as it goes
+    /// (for progress events).
+    pub(crate) fn place_counting(
+        &self,
+        hash: &Sha256Hex,
+        dest: &Path,
+        hashed: &AtomicU64,
+    ) -> io::Result<Placement> {
+        self.place_with(hash, dest, &Placement::PREFERENCE, hashed)
     }
 
     /// [`Cache::place`], trying only `methods`, in order.
@@ -216,6 +227,7 @@ impl Cache {
         hash: &Sha256Hex,
         dest: &Path,
         methods: &[Placement],
+        hashed: &AtomicU64,
     ) -> io::Result<Placement> {
         let entry = self.path_of(hash);
         if !entry_is_file(&entry)? {
@@ -237,7 +249,7 @@ impl Cache {
         };
         // Hash the file about to be published rather than the entry: these
         // are the bytes the caller gets. For a hard link they are the entry.
-        let actual = hash_by_reading(&temp.path)?;
+        let actual = hash_by_reading(&temp.path, hashed)?;
         if actual != *hash {
             discard_corrupt(&entry, hash, &actual)?;
             return Err(not_cached(hash));
@@ -575,14 +587,17 @@ fn copy_file(src: &Path, dest: &Path) -> io::Result<()> {
 /// truncated meanwhile kills the process with `SIGBUS`, and a cache entry
 /// may be a hard link to a user's file that anything may truncate. A read
 /// merely sees fewer bytes, and the hash then fails to match.
-fn hash_by_reading(path: &Path) -> io::Result<Sha256Hex> {
+fn hash_by_reading(path: &Path, hashed: &AtomicU64) -> io::Result<Sha256Hex> {
     let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; HASH_BUFFER_LEN];
     loop {
         match file.read(&mut buffer) {
             Ok(0) => break,
-            Ok(n) => hasher.update(&buffer[..n]),
+            Ok(n) => {
+                hasher.update(&buffer[..n]);
+                hashed.fetch_add(n as u64, Ordering::Relaxed);
+            }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(error) => return Err(error),
         }
@@ -855,7 +870,7 @@ mod tests {
         fs::write(&dest, b"an older file")?;
 
         assert_eq!(
-            cache.place_with(&hash, &dest, &[Placement::Copy])?,
+            cache.place_with(&hash, &dest, &[Placement::Copy], &AtomicU64::new(0))?,
             Placement::Copy
         );
         assert_eq!(fs::read(&dest)?, data);
@@ -875,7 +890,12 @@ mod tests {
         fs::create_dir(&out_dir)?;
         let dest = out_dir.join("file");
 
-        let method = cache.place_with(&hash, &dest, &[Placement::Reflink, Placement::Copy])?;
+        let method = cache.place_with(
+            &hash,
+            &dest,
+            &[Placement::Reflink, Placement::Copy],
+            &AtomicU64::new(0),
+        )?;
         assert!(matches!(method, Placement::Reflink | Placement::Copy));
         assert_eq!(fs::read(&dest)?, data);
         assert_eq!(names_in(&out_dir)?, ["file"]);
@@ -900,7 +920,7 @@ mod tests {
         flip_first_byte(&cache.path_of(&hash))?;
         for methods in [&Placement::PREFERENCE[..], &[Placement::Copy]] {
             let corrupt = cache
-                .place_with(&hash, &dest, methods)
+                .place_with(&hash, &dest, methods, &AtomicU64::new(0))
                 .expect_err("the entry is corrupt");
             assert_eq!(corrupt.kind(), io::ErrorKind::NotFound);
         }

@@ -9,6 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
 
 /// Cancels a running [`crate::Download`]. Clones share one state.
+///
+/// A token is one-shot: once cancelled it stays cancelled, and a download
+/// given it returns [`crate::ErrorKind::Cancelled`] at once. To resume, build
+/// the download again with a new token (the part file and journal the
+/// cancelled run kept make it a resume; [`crate::Error::kept_bytes`] says
+/// how much was kept).
 #[derive(Clone, Debug, Default)]
 pub struct CancelToken {
     inner: Arc<Inner>,

@@ -109,7 +109,7 @@ impl Claim<'_> {
         if published {
             let found = match self.expected {
                 Some(expected) => {
-                    reuse::already_present(self.output, expected, self.started).await?
+                    reuse::already_present(self.output, expected, self.started, None).await?
                 }
                 None => reuse::published(self.output, self.started).await?,
             };

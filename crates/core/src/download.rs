@@ -8,17 +8,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use reqwest::{Client, Url};
+use reqwest::Url;
 use tracing::{debug, warn};
 
 use crate::cache::Cache;
 use crate::cancel::CancelToken;
 use crate::checksums::Sha256Hex;
 use crate::claim::{Claim, Claimed, open_part};
-use crate::error::{Error, ErrorKind, Result, redact_url};
+use crate::error::{Error, ErrorKind, Result, object_identity, redact_url};
 use crate::event::{Event, EventSink};
 use crate::fetch::{FetchPolicy, Fetcher, PoolLimits};
 use crate::journal::Journal;
+use crate::limit::{ConnectionBudget, RateLimit};
 use crate::plan::{Scheduler, TakeOver};
 use crate::pool::{Growth, Pool};
 use crate::probe::{FirstBody, Remote, probe};
@@ -29,6 +30,7 @@ use crate::retry::{Backoff, Jitter};
 use crate::size::format_size;
 use crate::sources::{MirrorProbe, Source, Sources, probe_mirrors};
 use crate::store::{PartFile, WriteMode};
+use crate::transport::Http;
 use crate::verify::{HashFollower, HashProgress};
 use crate::{commit, resume, reuse, transport};
 
@@ -55,7 +57,12 @@ pub struct Config {
     /// Proxy for all requests; `None` means a direct connection (the engine
     /// never reads the environment: callers decide).
     pub proxy: Option<String>,
-    /// Extra trusted root certificates, PEM.
+    /// Extra trusted root certificates, PEM, trusted beside the platform's
+    /// store. Which roots the platform trusts is the platform verifier's
+    /// decision (rustls-platform-verifier): on Linux the system bundle,
+    /// which it locates through `SSL_CERT_FILE` / `SSL_CERT_DIR` when they
+    /// are set. That lookup is the one environment read below the engine;
+    /// the engine itself reads none.
     pub ca_certs_pem: Vec<Vec<u8>>,
     /// How often a changed remote may restart the download.
     pub max_restarts: u32,
@@ -64,6 +71,195 @@ pub struct Config {
     /// Connections opened at first; more are added, up to `connections`,
     /// only while that raises throughput, and taken back when it did not.
     pub start_connections: usize,
+    /// The `User-Agent`; `None` is `rangefetch/<version>`.
+    pub user_agent: Option<String>,
+    /// Extra request headers, sent with every request to the URLs given
+    /// (credentials — `Authorization`, cookies — never to another host a
+    /// redirect leads to). Their values never appear in events, errors,
+    /// the journal or `Debug` output.
+    pub headers: RequestHeaders,
+    /// A bandwidth cap, shared with every download given a clone of it.
+    pub rate_limit: Option<RateLimit>,
+    /// A connection budget shared with the other downloads of a batch:
+    /// `connections` is then this download's own ceiling within it.
+    pub budget: Option<ConnectionBudget>,
+    /// Chunk and steal boundaries fall on multiples of this many bytes
+    /// (a cache's slice size); 0 or 1: anywhere.
+    pub align: u64,
+    /// Start the plan, after its first chunk, at an offset this seed picks
+    /// (clients behind one cache then fill different slices); `None`:
+    /// lowest offset first.
+    pub rotation_seed: Option<u64>,
+    /// What kind of proxy [`Config::proxy`] is, when it is more than a
+    /// plain HTTP proxy.
+    pub proxy_flavor: ProxyFlavor,
+    /// Most bytes a repair may fetch again when the finished file does
+    /// not have the expected SHA-256 (see [`Event::Repaired`]); `None`:
+    /// the file's size; 0: no repair, the mismatch is the error.
+    pub repair_budget: Option<u64>,
+}
+
+/// The kind of proxy a download goes through, for proxies that want to be
+/// spoken to in their own way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProxyFlavor {
+    /// An ordinary HTTP proxy or cache: nothing special.
+    #[default]
+    Plain,
+    /// A Dragonfly dfdaemon acting as the proxy (its HTTP proxy port,
+    /// usually 4001): every request asks it to prefetch the whole file
+    /// into the P2P network (`X-Dragonfly-Prefetch: true`); with an
+    /// expected SHA-256 the task is keyed by content
+    /// (`X-Dragonfly-Content-For-Calculating-Task-ID: sha256:<hex>`), so
+    /// machines fetching one file from different URLs share it; chunks are
+    /// aligned to its 4 MiB pieces; at most 8 connections go to the local
+    /// daemon; and its `X-Dragonfly-Error-Type` is named in errors.
+    Dragonfly,
+}
+
+impl ProxyFlavor {
+    /// Dragonfly's piece size.
+    pub const DRAGONFLY_PIECE: u64 = 4 << 20;
+    /// Connections worth opening to one local dfdaemon.
+    pub const DRAGONFLY_CONNECTIONS: usize = 8;
+}
+
+/// Request headers a caller adds to every request: name and value pairs,
+/// in order, repeated names allowed. `Debug` shows the names only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RequestHeaders(Vec<(String, String)>);
+
+impl RequestHeaders {
+    /// Adds a header; names and values are checked when the download is
+    /// built.
+    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.push((name.into(), value.into()));
+    }
+
+    /// The headers, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for RequestHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| format!("{name}: <redacted>")))
+            .finish()
+    }
+}
+
+/// Setters that consume and return the `Config`, one per field, so a
+/// configuration is one expression:
+/// `Config::default().connections(16).stall_timeout(Duration::from_secs(60))`.
+impl Config {
+    /// Sets [`Config::connections`].
+    pub fn connections(mut self, n: usize) -> Self {
+        self.connections = n;
+        self
+    }
+    /// Sets [`Config::chunk_size`].
+    pub fn chunk_size(mut self, bytes: u64) -> Self {
+        self.chunk_size = bytes;
+        self
+    }
+    /// Sets [`Config::min_piece`].
+    pub fn min_piece(mut self, bytes: u64) -> Self {
+        self.min_piece = bytes;
+        self
+    }
+    /// Sets [`Config::retries`].
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+    /// Sets [`Config::stall_timeout`].
+    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall_timeout = timeout;
+        self
+    }
+    /// Sets [`Config::connect_timeout`].
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+    /// Sets [`Config::write_mode`].
+    pub fn write_mode(mut self, mode: WriteMode) -> Self {
+        self.write_mode = mode;
+        self
+    }
+    /// Sets [`Config::proxy`].
+    pub fn proxy(mut self, proxy: impl Into<String>) -> Self {
+        self.proxy = Some(proxy.into());
+        self
+    }
+    /// Adds a PEM bundle to [`Config::ca_certs_pem`].
+    pub fn ca_cert_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_certs_pem.push(pem.into());
+        self
+    }
+    /// Sets [`Config::max_restarts`].
+    pub fn max_restarts(mut self, n: u32) -> Self {
+        self.max_restarts = n;
+        self
+    }
+    /// Sets [`Config::download_retries`].
+    pub fn download_retries(mut self, n: u64) -> Self {
+        self.download_retries = n;
+        self
+    }
+    /// Sets [`Config::start_connections`].
+    pub fn start_connections(mut self, n: usize) -> Self {
+        self.start_connections = n;
+        self
+    }
+    /// Sets [`Config::align`].
+    pub fn align(mut self, bytes: u64) -> Self {
+        self.align = bytes;
+        self
+    }
+    /// Sets [`Config::repair_budget`].
+    pub fn repair_budget(mut self, bytes: Option<u64>) -> Self {
+        self.repair_budget = bytes;
+        self
+    }
+    /// Sets [`Config::proxy_flavor`].
+    pub fn proxy_flavor(mut self, flavor: ProxyFlavor) -> Self {
+        self.proxy_flavor = flavor;
+        self
+    }
+    /// Sets [`Config::rotation_seed`].
+    pub fn rotation_seed(mut self, seed: Option<u64>) -> Self {
+        self.rotation_seed = seed;
+        self
+    }
+    /// Sets [`Config::user_agent`].
+    pub fn user_agent(mut self, agent: impl Into<String>) -> Self {
+        self.user_agent = Some(agent.into());
+        self
+    }
+    /// Adds a request header to [`Config::headers`].
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push(name, value);
+        self
+    }
+    /// Sets [`Config::rate_limit`].
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+    /// Sets [`Config::budget`].
+    pub fn budget(mut self, budget: ConnectionBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
 }
 
 impl Default for Config {
@@ -81,6 +277,14 @@ impl Default for Config {
             max_restarts: 3,
             download_retries: 200,
             start_connections: 4,
+            user_agent: None,
+            headers: RequestHeaders::default(),
+            rate_limit: None,
+            budget: None,
+            align: 1 << 20,
+            rotation_seed: None,
+            proxy_flavor: ProxyFlavor::Plain,
+            repair_budget: None,
         }
     }
 }
@@ -118,9 +322,45 @@ pub struct DownloadBuilder {
     output: Option<PathBuf>,
     sha256: Option<Sha256Hex>,
     config: Config,
+    /// Settings made one by one, applied over `config` whatever the order
+    /// of the calls: `.connections(16).config(c)` keeps the 16.
+    overrides: Overrides,
     events: Option<EventSink>,
     cancel: CancelToken,
     cache: Option<Cache>,
+}
+
+#[derive(Clone, Default)]
+struct Overrides {
+    connections: Option<usize>,
+    chunk_size: Option<u64>,
+    user_agent: Option<String>,
+    headers: RequestHeaders,
+    rate_limit: Option<RateLimit>,
+    align: Option<u64>,
+}
+
+impl Overrides {
+    fn apply(self, config: &mut Config) {
+        if let Some(n) = self.connections {
+            config.connections = n;
+        }
+        if let Some(bytes) = self.chunk_size {
+            config.chunk_size = bytes;
+        }
+        if let Some(agent) = self.user_agent {
+            config.user_agent = Some(agent);
+        }
+        for (name, value) in self.headers.iter() {
+            config.headers.push(name, value);
+        }
+        if let Some(limit) = self.rate_limit {
+            config.rate_limit = Some(limit);
+        }
+        if let Some(bytes) = self.align {
+            config.align = bytes;
+        }
+    }
 }
 
 /// One file to download: sources, destination, expected hash and settings.
@@ -145,6 +385,7 @@ impl Download {
             output: None,
             sha256: None,
             config: Config::default(),
+            overrides: Overrides::default(),
             events: None,
             cancel: CancelToken::new(),
             cache: None,
@@ -171,7 +412,9 @@ impl DownloadBuilder {
         self
     }
 
-    /// All settings at once.
+    /// All settings at once. Settings made one by one (`.connections`,
+    /// `.chunk_size`, `.header`, `.user_agent`, `.rate_limit`) apply over
+    /// these, before or after this call.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
         self
@@ -179,13 +422,39 @@ impl DownloadBuilder {
 
     /// Most connections open at once.
     pub fn connections(mut self, n: usize) -> Self {
-        self.config.connections = n;
+        self.overrides.connections = Some(n);
         self
     }
 
     /// Bytes per ranged request.
     pub fn chunk_size(mut self, bytes: u64) -> Self {
-        self.config.chunk_size = bytes;
+        self.overrides.chunk_size = Some(bytes);
+        self
+    }
+
+    /// Chunk boundaries on multiples of `bytes` (see [`Config::align`]).
+    pub fn align(mut self, bytes: u64) -> Self {
+        self.overrides.align = Some(bytes);
+        self
+    }
+
+    /// Adds a request header (see [`Config::headers`]).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.overrides.headers.push(name, value);
+        self
+    }
+
+    /// The `User-Agent` to send.
+    pub fn user_agent(mut self, agent: impl Into<String>) -> Self {
+        self.overrides.user_agent = Some(agent.into());
+        self
+    }
+
+    /// Caps the bandwidth; clone one [`RateLimit`] into several downloads
+    /// to cap them together, and change it with [`RateLimit::set_rate`]
+    /// while they run.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.overrides.rate_limit = Some(limit);
         self
     }
 
@@ -213,8 +482,15 @@ impl DownloadBuilder {
     }
 
     /// Checks the settings and makes the [`Download`].
-    pub fn build(self) -> Result<Download> {
+    pub fn build(mut self) -> Result<Download> {
         let invalid = |m: String| Error::new(ErrorKind::InvalidInput, m);
+        std::mem::take(&mut self.overrides).apply(&mut self.config);
+        if self.config.proxy_flavor == ProxyFlavor::Dragonfly {
+            dragonfly(&mut self.config, self.sha256);
+        }
+        // Names and values are checked here, so a bad header is a build
+        // error, not a failed request.
+        crate::transport::request_headers(&self.config)?;
         if !(1..=64).contains(&self.config.connections) {
             return Err(invalid(format!(
                 "connections must be between 1 and 64, not {}",
@@ -255,11 +531,45 @@ impl DownloadBuilder {
     }
 }
 
+/// What speaking to a Dragonfly dfdaemon changes (see
+/// [`ProxyFlavor::Dragonfly`]): its headers, chunks on its pieces, and no
+/// more connections than one local daemon serves well.
+fn dragonfly(config: &mut Config, sha256: Option<Sha256Hex>) {
+    let piece = ProxyFlavor::DRAGONFLY_PIECE;
+    config.headers.push("X-Dragonfly-Prefetch", "true");
+    if let Some(hash) = sha256 {
+        config.headers.push(
+            "X-Dragonfly-Content-For-Calculating-Task-ID",
+            format!("sha256:{hash}"),
+        );
+    }
+    config.align = if config.align <= 1 {
+        piece
+    } else {
+        config.align.div_ceil(piece) * piece
+    };
+    config.chunk_size = config.chunk_size.div_ceil(piece).max(1) * piece;
+    config.connections = config.connections.min(ProxyFlavor::DRAGONFLY_CONNECTIONS);
+    config.start_connections = config.start_connections.min(config.connections);
+}
+
 /// Parses a URL the engine can fetch: `http` or `https`.
 pub(crate) fn parse_url(raw: &str) -> Result<Url> {
     let invalid = |m: String| Error::new(ErrorKind::InvalidInput, m);
-    let url =
-        Url::parse(raw).map_err(|e| invalid(format!("invalid URL {raw:?}")).with_source(e))?;
+    // An unparsable URL cannot be redacted field by field: show it without
+    // its query and user information, where credentials would be.
+    let shown = || {
+        let no_query = raw.split(['?', '#']).next().unwrap_or_default();
+        match no_query.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://{host}"),
+                None => no_query.to_owned(),
+            },
+            None => no_query.to_owned(),
+        }
+    };
+    let url = Url::parse(raw)
+        .map_err(|e| invalid(format!("invalid URL {:?}", shown())).with_source(e))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid(format!(
             "unsupported URL scheme {:?}: use http or https",
@@ -276,10 +586,25 @@ pub(crate) fn cancelled() -> Error {
     )
 }
 
+/// Cancelled with `kept` bytes of the file in the part file, recorded for
+/// the next run ([`Error::kept_bytes`]).
+fn cancelled_keeping(kept: u64) -> Error {
+    Error::new(
+        ErrorKind::Cancelled,
+        format!("cancelled; {} kept for resume", format_size(kept)),
+    )
+    .with_kept_bytes(kept)
+}
+
 impl Download {
     /// Where the file will be.
     pub fn output(&self) -> &Path {
         &self.output
+    }
+
+    /// The settings it runs with, one-by-one settings applied.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     fn emit(&self, event: Event) {
@@ -311,7 +636,10 @@ impl Download {
         let emit = |event| self.emit(event);
         let mut _cache_lock = None;
         if let Some(expected) = self.sha256 {
-            if let Some(outcome) = reuse::already_present(&self.output, expected, started).await? {
+            if let Some(outcome) =
+                reuse::already_present(&self.output, expected, started, self.events.as_ref())
+                    .await?
+            {
                 return Ok(outcome);
             }
             if let Some(cache) = &self.cache {
@@ -336,8 +664,16 @@ impl Download {
                         () = self.cancel.cancelled() => return Err(cancelled()),
                     }
                 }
-                if let Some(outcome) =
-                    reuse::from_cache(cache, expected, &self.output, started, None, &emit).await
+                if let Some(outcome) = reuse::from_cache(
+                    cache,
+                    expected,
+                    &self.output,
+                    started,
+                    None,
+                    &emit,
+                    self.events.as_ref(),
+                )
+                .await
                 {
                     return Ok(outcome);
                 }
@@ -354,9 +690,16 @@ impl Download {
                     ErrorKind::Network | ErrorKind::HttpStatus(_) | ErrorKind::Protocol
                 ) =>
             {
-                if let Some(outcome) =
-                    reuse::from_cache(cache, expected, &self.output, started, Some(error), &emit)
-                        .await
+                if let Some(outcome) = reuse::from_cache(
+                    cache,
+                    expected,
+                    &self.output,
+                    started,
+                    Some(error),
+                    &emit,
+                    self.events.as_ref(),
+                )
+                .await
                 {
                     return Ok(outcome);
                 }
@@ -372,7 +715,7 @@ impl Download {
     /// to the next URL, from the start: bytes of two sources that cannot be
     /// shown to be the same file never share a part file.
     async fn download(&self, started: Instant) -> Result<Outcome> {
-        let client = transport::client(&self.config)?;
+        let client = transport::client(&self.config, &self.urls)?;
         let part_path = part_path(&self.output);
         let state_path = state_path(&self.output);
         let claim = Claim {
@@ -408,7 +751,10 @@ impl Download {
                 Err(error)
                     if matches!(
                         error.kind(),
-                        ErrorKind::Network | ErrorKind::HttpStatus(_) | ErrorKind::Protocol
+                        ErrorKind::Network
+                            | ErrorKind::Certificate
+                            | ErrorKind::HttpStatus(_)
+                            | ErrorKind::Protocol
                     ) && primary + 1 < self.urls.len() =>
                 {
                     primary += 1;
@@ -435,7 +781,7 @@ impl Download {
     /// download's retries and against its budget.
     async fn probe_with_retries(
         &self,
-        client: &Client,
+        client: &Http,
         url: &Url,
         first_len: u64,
         counters: &Counters,
@@ -470,7 +816,7 @@ impl Download {
     /// One pass of the pipeline over the remote as the probe finds it.
     async fn attempt(
         &self,
-        client: &Client,
+        client: &Http,
         part_path: &Path,
         state_path: &Path,
         started: Instant,
@@ -489,6 +835,17 @@ impl Download {
         } else {
             self.config.chunk_size
         };
+        // In a batch, the probe's connection is this download's first share
+        // of the budget: it becomes the first connection of the pool, and
+        // the share is held until the attempt ends.
+        let host = budget_host(url);
+        let _first_permit = match &self.config.budget {
+            Some(budget) => tokio::select! {
+                permit = budget.acquire(&host) => Some(permit),
+                () = self.cancel.cancelled() => return Err(cancelled()),
+            },
+            None => None,
+        };
         let (remote, first) = tokio::select! {
             probed = self.probe_with_retries(client, url, probe_len, &counters) => probed?,
             () = self.cancel.cancelled() => return Err(cancelled()),
@@ -500,9 +857,13 @@ impl Download {
         let resume = if fresh {
             None
         } else {
-            resume::load(state_path, part_path, &remote, &redact_url(url), &|event| {
-                self.emit(event)
-            })
+            resume::load(
+                state_path,
+                part_path,
+                &remote,
+                &object_identity(url),
+                &|event| self.emit(event),
+            )
         };
         for message in crate::probe::notices(&remote, &first, self.sha256.is_some()) {
             self.emit(Event::Notice { message });
@@ -550,7 +911,8 @@ impl Download {
         let hasher = start_hasher(&part, checked.and_then(|c| c.hash_from))?;
         hasher.advance(done.prefix_end());
         counters.bytes.store(resumed_bytes, Ordering::Relaxed);
-        let _ticker = Ticker::start(Arc::clone(&counters), remote.total, self.events.clone());
+        let ticker = Ticker::start(Arc::clone(&counters), remote.total, self.events.clone());
+        let transfer_started = Instant::now();
         let mut sources = vec![Source::new(
             url.clone(),
             remote.url.clone(),
@@ -579,18 +941,20 @@ impl Download {
             total: remote.total,
             started: Instant::now(),
             part,
-            scheduler: std::sync::Mutex::new(Scheduler::new(
-                remote.total.unwrap_or(0),
-                self.config.chunk_size,
-                self.config.min_piece,
-                &done,
-            )),
+            scheduler: std::sync::Mutex::new(plan(&self.config, remote.total, &done)),
             hasher,
             counters: Arc::clone(&counters),
             policy: self.fetch_policy(),
             events: self.events.clone(),
             journal,
             block_size: resume::block_size(remote.total.unwrap_or(0)),
+            served: std::sync::Mutex::new(Vec::new()),
+            rate: self.config.rate_limit.clone(),
+            budget: self
+                .config
+                .budget
+                .clone()
+                .map(|budget| (budget, budget_host(url))),
         });
         let fetch = async {
             match first {
@@ -601,7 +965,7 @@ impl Download {
                     let first = (resumed_bytes == 0 && !resuming).then_some((response, got));
                     let limits = PoolLimits {
                         connections: self.config.connections,
-                        start: self.config.start_connections,
+                        start: start_connections(&self.config),
                         chunk_size: self.config.chunk_size,
                         window: Growth::window_for(remote.latency),
                     };
@@ -621,9 +985,9 @@ impl Download {
         };
         let result = tokio::select! {
             result = fetch => result,
-            () = self.cancel.cancelled() => Err(cancelled()),
+            () = self.cancel.cancelled() => Err(cancelled_keeping(if fetcher.journal.is_some() { fetcher.plan().written().covered() } else { 0 })),
         };
-        drop(_ticker);
+        ticker.finish(transfer_started.elapsed());
         if result.is_err()
             && let Some(journal) = &fetcher.journal
         {
@@ -632,7 +996,13 @@ impl Download {
         }
         let (written, peak_connections) = result?;
         self.emit(Event::Downloaded { bytes: written });
-        let digest = commit::finish_hash(&fetcher, written).await?;
+        let mut digest = commit::finish_hash(&fetcher, written).await?;
+        if let Some(want) = expected
+            && digest != want
+            && ranged
+        {
+            digest = self.repair(&fetcher, want, &done).await?;
+        }
         commit::check_expected(digest, expected, part_path, state_path, url)?;
         self.emit(Event::Verified {
             sha256: digest,
@@ -651,6 +1021,65 @@ impl Download {
             resumed_bytes,
             connections: peak_connections.max(1),
         })
+    }
+
+    /// The finished file has another hash than `expected`: repair it (see
+    /// [`crate::repair`]) within the budget, and say what was wrong. On
+    /// failure the part file and journal go, as for any mismatch.
+    async fn repair(
+        &self,
+        fetcher: &Arc<Fetcher>,
+        expected: Sha256Hex,
+        resumed: &crate::range::RangeSet,
+    ) -> Result<Sha256Hex> {
+        let total = fetcher.total.unwrap_or(0);
+        let budget = self.config.repair_budget.unwrap_or(total);
+        if budget == 0 {
+            return Err(Error::new(
+                ErrorKind::ChecksumMismatch,
+                format!("checksum mismatch: expected sha256 {expected} (repair is off)"),
+            ));
+        }
+        let message = format!(
+            "the file does not have the expected SHA-256; looking for the bad stretches (fetching at most {} again)",
+            format_size(budget)
+        );
+        warn!("{message}");
+        self.emit(Event::Notice { message });
+        // New connections: a bad answer that came over a kept-alive one
+        // (or from a cache in the way) is not asked again the same way.
+        let fresh = transport::client(&self.config, &self.urls)?;
+        let policy = crate::repair::RepairPolicy {
+            client: &fresh,
+            budget,
+            through_proxy: self.config.proxy.is_some(),
+        };
+        match crate::repair::repair(fetcher, expected, resumed, policy).await {
+            Ok(repaired) => {
+                let shown: Vec<String> = repaired
+                    .pieces
+                    .iter()
+                    .map(crate::repair::describe)
+                    .collect();
+                let message = format!(
+                    "repaired: {} had other bytes than two other copies agree on; replaced ({} fetched again), and the file now has the expected SHA-256",
+                    shown.join("; "),
+                    format_size(repaired.fetched)
+                );
+                warn!("{message}");
+                self.emit(Event::Notice { message });
+                self.emit(Event::Repaired {
+                    pieces: repaired.pieces,
+                    fetched: repaired.fetched,
+                });
+                Ok(expected)
+            }
+            Err(error) => {
+                let _ = std::fs::remove_file(fetcher.part.path());
+                let _ = std::fs::remove_file(state_path(&self.output));
+                Err(error)
+            }
+        }
     }
 
     /// Checks every block the journal records against the part file and
@@ -701,7 +1130,7 @@ fn new_journal(url: &Url, remote: &Remote, chunk_size: u64) -> Journal {
     Journal {
         etag: remote.validator.etag.clone(),
         last_modified: remote.validator.last_modified.clone(),
-        ..Journal::new(redact_url(url), remote.total.unwrap_or(0), chunk_size)
+        ..Journal::new(object_identity(url), remote.total.unwrap_or(0), chunk_size)
     }
 }
 
@@ -714,8 +1143,45 @@ fn start_hasher(part: &PartFile, from: Option<HashProgress>) -> Result<HashFollo
     HashFollower::start(reader, from).map_err(|e| Error::io("cannot start the hasher thread", e))
 }
 
+/// What a batch's per-host cap counts this download against: the host of
+/// the URL it started from.
+fn budget_host(url: &Url) -> String {
+    url.host_str().unwrap_or_default().to_owned()
+}
+
+/// How many connections the pool opens at first. Under a bandwidth cap,
+/// one per 4 MiB/s of it (at least one): more could not raise throughput,
+/// and the pool grows from there only if measuring shows they do.
+fn start_connections(config: &Config) -> usize {
+    let start = config.start_connections;
+    match config.rate_limit.as_ref().map(RateLimit::rate) {
+        Some(rate) if rate > 0 => {
+            let useful = usize::try_from(rate / (4 << 20))
+                .unwrap_or(usize::MAX)
+                .max(1);
+            start.min(useful)
+        }
+        _ => start,
+    }
+}
+
 pub(crate) fn seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
+}
+
+/// The plan of a ranged download: chunks, aligned and rotated as configured.
+fn plan(config: &Config, total: Option<u64>, done: &crate::range::RangeSet) -> Scheduler {
+    let plan = Scheduler::new(
+        total.unwrap_or(0),
+        config.chunk_size,
+        config.min_piece,
+        done,
+    )
+    .aligned(config.align);
+    match config.rotation_seed {
+        Some(seed) => plan.rotated(seed),
+        None => plan,
+    }
 }

@@ -14,6 +14,11 @@ use crate::range::ByteRange;
 pub enum ErrorKind {
     /// Connecting, TLS, reading or a timeout: the network failed us.
     Network,
+    /// The server's TLS certificate is not trusted (unknown issuer,
+    /// expired, wrong name): retrying cannot help; a private CA or a
+    /// TLS-inspecting proxy needs its root added
+    /// ([`Config::ca_certs_pem`](crate::Config::ca_certs_pem)).
+    Certificate,
     /// The server answered with an HTTP status we cannot use.
     HttpStatus(u16),
     /// The server answered something that breaks HTTP's rules for what we
@@ -33,11 +38,12 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// A short stable name for logs and JSON: `network`, `http`,
+    /// A short stable name for logs and JSON: `network`, `tls`, `http`,
     /// `remote-changed`, `integrity`, `io`, `input`, `cancelled`.
     pub fn class(self) -> &'static str {
         match self {
             ErrorKind::Network => "network",
+            ErrorKind::Certificate => "tls",
             ErrorKind::HttpStatus(_) | ErrorKind::Protocol => "http",
             ErrorKind::RemoteChanged => "remote-changed",
             ErrorKind::ChecksumMismatch => "integrity",
@@ -56,12 +62,13 @@ type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// any, is available through [`std::error::Error::source`].
 pub struct Error {
     kind: ErrorKind,
-    message: String,
-    url: Option<String>,
+    message: Box<str>,
+    url: Option<Box<str>>,
     range: Option<ByteRange>,
     attempts: u32,
     retry_after: Option<std::time::Duration>,
     permanent: bool,
+    kept_bytes: Option<u64>,
     source: Option<Source>,
 }
 
@@ -70,12 +77,13 @@ impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
-            message: message.into(),
+            message: message.into().into_boxed_str(),
             url: None,
             range: None,
             attempts: 0,
             retry_after: None,
             permanent: false,
+            kept_bytes: None,
             source: None,
         }
     }
@@ -92,6 +100,19 @@ impl Error {
         self
     }
 
+    pub(crate) fn with_kept_bytes(mut self, bytes: u64) -> Self {
+        self.kept_bytes = Some(bytes);
+        self
+    }
+
+    /// For a cancelled download: the bytes of the file kept in its part
+    /// file and recorded in its journal, which the next run of the same
+    /// download resumes from (`None` when the download was cancelled
+    /// before it had a part file).
+    pub fn kept_bytes(&self) -> Option<u64> {
+        self.kept_bytes
+    }
+
     /// How long the server asked us to wait (`Retry-After`), if it did.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         self.retry_after
@@ -103,7 +124,7 @@ impl Error {
     }
 
     pub(crate) fn with_url(mut self, url: &reqwest::Url) -> Self {
-        self.url = Some(redact_url(url));
+        self.url = Some(redact_url(url).into_boxed_str());
         self
     }
 
@@ -167,7 +188,7 @@ impl fmt::Display for Error {
         f.write_str(&self.message)?;
         let mut context = Vec::new();
         if let Some(url) = &self.url {
-            context.push(url.clone());
+            context.push(url.to_string());
         }
         if let Some(range) = self.range {
             context.push(format!("bytes {range}"));
@@ -203,9 +224,16 @@ impl std::error::Error for Error {
     }
 }
 
-/// The URL without user name and password, safe for messages and logs.
+/// The URL without user name, password or credentials in its query, safe
+/// for messages, events, logs and the journal: `user:password` goes, and
+/// the value of every query parameter that carries a signature or a token
+/// (see [`is_credential_param`]) becomes `REDACTED`.
 pub fn redact_url(url: &reqwest::Url) -> String {
-    if url.username().is_empty() && url.password().is_none() {
+    let has_credentials = !url.username().is_empty() || url.password().is_some();
+    let has_secret_query = url
+        .query_pairs()
+        .any(|(name, _)| is_credential_param(&name));
+    if !has_credentials && !has_secret_query {
         return url.to_string();
     }
     let mut clean = url.clone();
@@ -213,7 +241,93 @@ pub fn redact_url(url: &reqwest::Url) -> String {
     // in which case there is nothing to remove.
     let _ = clean.set_username("");
     let _ = clean.set_password(None);
+    if has_secret_query {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if is_credential_param(&name) {
+                    "REDACTED".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        clean.query_pairs_mut().clear().extend_pairs(pairs);
+    }
     clean.to_string()
+}
+
+/// What names one object on a server, whatever signed the request for it:
+/// the URL without credentials and without the query parameters a signing
+/// scheme adds (signature, credential, expiry, date, policy, token). A
+/// newly signed URL for the same object has the same identity, so a resume
+/// through it is a resume; other query parameters (`?id=5`) still tell
+/// objects apart.
+pub(crate) fn object_identity(url: &reqwest::Url) -> String {
+    let mut clean = url.clone();
+    let _ = clean.set_username("");
+    let _ = clean.set_password(None);
+    clean.set_fragment(None);
+    let signed_azure = url.query_pairs().any(|(name, _)| name == "sig");
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(name, _)| !is_signing_param(name, signed_azure))
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    if kept.is_empty() {
+        clean.set_query(None);
+    } else {
+        clean.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    clean.to_string()
+}
+
+/// Query parameters whose values are credentials: presigned-URL
+/// signatures and credentials (S3, GCS, CloudFront, Azure SAS) and bearer
+/// tokens passed in the query.
+pub(crate) fn is_credential_param(name: &str) -> bool {
+    const SECRET: [&str; 14] = [
+        "x-amz-signature",
+        "x-amz-credential",
+        "x-amz-security-token",
+        "x-goog-signature",
+        "x-goog-credential",
+        "signature",
+        "sig",
+        "token",
+        "access_token",
+        "auth",
+        "api_key",
+        "apikey",
+        "password",
+        "secret",
+    ];
+    SECRET
+        .iter()
+        .any(|secret| name.eq_ignore_ascii_case(secret))
+}
+
+/// Query parameters that belong to a request's signature rather than to
+/// the object: the credentials above, and the dates, expiries and policies
+/// signed with them (Azure's SAS fields only beside its `sig`).
+fn is_signing_param(name: &str, signed_azure: bool) -> bool {
+    const SIGNING: [&str; 5] = [
+        "expires",
+        "key-pair-id",
+        "policy",
+        "googleaccessid",
+        "awsaccesskeyid",
+    ];
+    const AZURE_SAS: [&str; 10] = [
+        "sv", "ss", "srt", "sp", "se", "st", "spr", "sr", "skoid", "sktid",
+    ];
+    let lower = name.to_ascii_lowercase();
+    is_credential_param(name)
+        || lower.starts_with("x-amz-")
+        || lower.starts_with("x-goog-")
+        || SIGNING.contains(&lower.as_str())
+        || (signed_azure && AZURE_SAS.contains(&lower.as_str()))
 }
 
 /// A `Result` whose error is the engine's [`Error`].
@@ -222,6 +336,66 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn url(raw: &str) -> reqwest::Url {
+        reqwest::Url::parse(raw).expect("url")
+    }
+
+    #[test]
+    fn signed_query_values_are_redacted_and_the_rest_kept() {
+        let signed = url(
+            "https://bucket.s3.example/img.qcow2?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F2026&X-Amz-Date=20261202T000000Z&X-Amz-Signature=abc123&part=1",
+        );
+        let shown = redact_url(&signed);
+        assert!(!shown.contains("abc123"), "{shown}");
+        assert!(!shown.contains("AKIA"), "{shown}");
+        assert!(shown.contains("X-Amz-Signature=REDACTED"), "{shown}");
+        assert!(
+            shown.contains("X-Amz-Algorithm=AWS4-HMAC-SHA256"),
+            "{shown}"
+        );
+        assert!(shown.contains("part=1"), "{shown}");
+        for raw in [
+            "https://h/f?sig=s3cr3t&sv=2024",
+            "https://h/f?token=s3cr3t",
+            "https://h/f?Signature=s3cr3t&Expires=1",
+            "https://u:s3cr3t@h/f",
+        ] {
+            let shown = redact_url(&url(raw));
+            assert!(!shown.contains("s3cr3t"), "{raw} → {shown}");
+        }
+        let plain = "https://h/dir/f.img?id=5";
+        assert_eq!(redact_url(&url(plain)), plain);
+    }
+
+    #[test]
+    fn a_newly_signed_url_names_the_same_object() {
+        let first = url(
+            "https://b.s3.example/f?X-Amz-Date=1&X-Amz-Expires=60&X-Amz-Credential=a&X-Amz-Signature=one",
+        );
+        let second = url(
+            "https://b.s3.example/f?X-Amz-Date=2&X-Amz-Expires=60&X-Amz-Credential=a&X-Amz-Signature=two",
+        );
+        assert_eq!(object_identity(&first), object_identity(&second));
+        assert_eq!(object_identity(&first), "https://b.s3.example/f");
+        let azure_a = url("https://a.blob.example/c/f?sv=2024&se=2026-12-02&sp=r&sig=x");
+        let azure_b = url("https://a.blob.example/c/f?sv=2024&se=2026-12-03&sp=r&sig=y");
+        assert_eq!(object_identity(&azure_a), object_identity(&azure_b));
+        // Other objects stay apart: another path, another non-signing parameter.
+        assert_ne!(
+            object_identity(&url("https://h/f?id=5")),
+            object_identity(&url("https://h/f?id=6"))
+        );
+        assert_ne!(
+            object_identity(&url("https://h/f?Signature=a")),
+            object_identity(&url("https://h/g?Signature=a"))
+        );
+        // Without a `sig`, a parameter named like a SAS field is the object's.
+        assert_ne!(
+            object_identity(&url("https://h/f?sp=1")),
+            object_identity(&url("https://h/f?sp=2"))
+        );
+    }
 
     #[test]
     fn display_keeps_range_and_attempts_without_a_url() {

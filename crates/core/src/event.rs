@@ -87,6 +87,16 @@ pub enum Event {
         /// The header it came from.
         header: crate::DigestHeader,
     },
+    /// The finished file did not have the expected SHA-256, and repair
+    /// fixed it: each of `pieces` disagreed with two other copies that
+    /// agreed with each other and was replaced; the file now has the
+    /// expected hash.
+    Repaired {
+        /// The stretches replaced, and who had delivered them.
+        pieces: Vec<crate::RepairedPiece>,
+        /// Bytes fetched again to find and replace them.
+        fetched: u64,
+    },
     /// All bytes are written; only hashing of the tail remains.
     Downloaded {
         /// Size of the file.

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use reqwest::header;
-use reqwest::{Client, Response, Url};
+use reqwest::{Response, Url};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
@@ -23,6 +23,7 @@ use crate::admit::{Expect, Refusal, admit_range};
 use crate::error::{Error, ErrorKind, Result, redact_url};
 use crate::event::{Event, EventSink};
 use crate::journal::Block;
+use crate::limit::{ConnectionBudget, Permit, RateLimit};
 use crate::plan::{Assignment, Scheduler, TakeOver, TaskId};
 use crate::pool::{Growth, Pool, Resize};
 use crate::probe::probe;
@@ -32,7 +33,7 @@ use crate::resume::JournalWriter;
 use crate::retry::{Backoff, Jitter};
 use crate::sources::{IF_RANGE_DATE, IF_RANGE_ETAG, IF_RANGE_NONE, Sources};
 use crate::store::PartFile;
-use crate::transport::{next_chunk, send_within, status_error};
+use crate::transport::{Http, next_chunk, send_within, status_error};
 use crate::verify::HashFollower;
 
 /// Retry and timeout settings of the fetch stage.
@@ -81,7 +82,7 @@ const MAX_RE_RESOLVES: u32 = 64;
 /// State shared by all connections of one download.
 pub(crate) struct Fetcher {
     pub pool: Pool,
-    pub client: Client,
+    pub client: Http,
     pub sources: Sources,
     pub total: Option<u64>,
     pub part: PartFile,
@@ -96,6 +97,34 @@ pub(crate) struct Fetcher {
     pub journal: Option<JournalWriter>,
     /// The grid the journal's blocks are cut at.
     pub block_size: u64,
+    /// Where every written stretch came from, in the order written.
+    pub served: Mutex<Vec<Served>>,
+    /// The bandwidth cap, if any.
+    pub rate: Option<RateLimit>,
+    /// The batch's connection budget and the host this download counts
+    /// against, if any.
+    pub budget: Option<(ConnectionBudget, String)>,
+}
+
+/// Where a stretch of the part file came from: which source, over which
+/// connection, on which attempt of its range, and the CRC-32 of the bytes
+/// as they arrived. A mismatch at the end is located and repaired from
+/// these (see [`crate::repair`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Served {
+    pub range: ByteRange,
+    pub source: usize,
+    pub connection: u64,
+    pub attempt: u32,
+    pub crc: u32,
+}
+
+/// Who is writing a stream: its source, connection and attempt.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Writer {
+    pub source: usize,
+    pub connection: u64,
+    pub attempt: u32,
 }
 
 /// The block a stream is writing: where it started and the CRC of its bytes
@@ -103,15 +132,17 @@ pub(crate) struct Fetcher {
 /// reason (done, stolen, failed) leaves no written byte unrecorded.
 struct OpenBlock<'a> {
     fetcher: &'a Fetcher,
+    writer: Writer,
     start: u64,
     end: u64,
     crc: crc32fast::Hasher,
 }
 
 impl<'a> OpenBlock<'a> {
-    fn new(fetcher: &'a Fetcher, start: u64) -> Self {
+    fn new(fetcher: &'a Fetcher, writer: Writer, start: u64) -> Self {
         Self {
             fetcher,
+            writer,
             start,
             end: start,
             crc: crc32fast::Hasher::new(),
@@ -138,13 +169,21 @@ impl<'a> OpenBlock<'a> {
     fn close(&mut self) {
         if self.end > self.start {
             let crc = std::mem::take(&mut self.crc).finalize();
+            let range = ByteRange::new(self.start, self.end);
             if let Some(journal) = &self.fetcher.journal {
-                let block = Block {
-                    range: ByteRange::new(self.start, self.end),
-                    crc,
-                };
-                journal.block(block, &self.fetcher.hasher);
+                journal.block(Block { range, crc }, &self.fetcher.hasher);
             }
+            self.fetcher
+                .served
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(Served {
+                    range,
+                    source: self.writer.source,
+                    connection: self.writer.connection,
+                    attempt: self.writer.attempt,
+                    crc,
+                });
         }
         self.start = self.end;
     }
@@ -225,7 +264,10 @@ impl Fetcher {
         self: Arc<Self>,
         mut first: Option<(Assignment, Response)>,
         seed: u64,
+        permit: Option<Permit>,
     ) -> Result<()> {
+        // This connection's share of the batch's budget, held until it ends.
+        let _permit = permit;
         let mut jitter = Jitter::new(seed);
         loop {
             let (assignment, response) = match first.take() {
@@ -252,7 +294,10 @@ impl Fetcher {
             if assignment.stolen {
                 debug!(range = %assignment.range, "stole part of a range in flight");
             }
-            if let Err(error) = self.run_task(assignment.id, response, &mut jitter).await {
+            if let Err(error) = self
+                .run_task(assignment.id, response, &mut jitter, seed)
+                .await
+            {
                 self.pool.left();
                 return Err(error);
             }
@@ -307,11 +352,13 @@ impl Fetcher {
         // desired size closes.
         fetcher.pool.set_desired(start);
         fetcher.pool.joined();
-        workers.spawn(Arc::clone(fetcher).worker(first, base_seed));
+        // The first connection's share of a budget is the caller's (it was
+        // taken before the probe, whose connection this is).
+        workers.spawn(Arc::clone(fetcher).worker(first, base_seed, None));
         let mut spawned = 1;
-        while spawned < start {
-            fetcher.pool.joined();
-            workers.spawn(Arc::clone(fetcher).worker(None, base_seed.wrapping_add(spawned as u64)));
+        while spawned < start
+            && fetcher.spawn_worker(&mut workers, base_seed.wrapping_add(spawned as u64))
+        {
             spawned += 1;
         }
         let mut peak = spawned;
@@ -331,6 +378,14 @@ impl Fetcher {
                 },
                 _ = tick.tick() => {
                     let pending = !fetcher.plan().pending().is_empty();
+                    // Connections a full budget held back join as others'
+                    // are freed.
+                    while pending && fetcher.budget.is_some() && fetcher.pool.live() < fetcher.pool.desired()
+                        && fetcher.spawn_worker(&mut workers, base_seed.wrapping_add(spawned as u64))
+                    {
+                        spawned += 1;
+                        peak = peak.max(fetcher.pool.live());
+                    }
                     let bytes = fetcher.counters.bytes.load(Ordering::Relaxed);
                     // A server pushing back (429, 503) shrinks the pool.
                     let resize = if fetcher.pool.take_pushbacks() > 0 {
@@ -342,9 +397,9 @@ impl Fetcher {
                         Resize::Hold => {}
                         Resize::GrowTo(target) => {
                             fetcher.pool.set_desired(target);
-                            while fetcher.pool.live() < target {
-                                fetcher.pool.joined();
-                                workers.spawn(Arc::clone(fetcher).worker(None, base_seed.wrapping_add(spawned as u64)));
+                            while fetcher.pool.live() < target
+                                && fetcher.spawn_worker(&mut workers, base_seed.wrapping_add(spawned as u64))
+                            {
                                 spawned += 1;
                             }
                             debug!(connections = target, "more connections add throughput; growing");
@@ -371,12 +426,28 @@ impl Fetcher {
         Ok((total, peak))
     }
 
+    /// Adds a connection to the pool, if the batch's budget has room for
+    /// it; returns whether it did.
+    fn spawn_worker(self: &Arc<Self>, workers: &mut JoinSet<Result<()>>, seed: u64) -> bool {
+        let permit = match &self.budget {
+            Some((budget, host)) => match budget.try_acquire(host) {
+                Some(permit) => Some(permit),
+                None => return false,
+            },
+            None => None,
+        };
+        self.pool.joined();
+        workers.spawn(Arc::clone(self).worker(None, seed, permit));
+        true
+    }
+
     /// Fetches one task's bytes, retrying from where each attempt stopped.
     async fn run_task(
         &self,
         id: TaskId,
         mut response: Option<Response>,
         jitter: &mut Jitter,
+        connection: u64,
     ) -> Result<()> {
         let mut failures = 0u32;
         loop {
@@ -387,7 +458,14 @@ impl Fetcher {
             }
             let (source_idx, result) = match response.take() {
                 // The probe response always comes from the primary source.
-                Some(response) => (0, self.stream_body(id, 0, want, response).await),
+                Some(response) => {
+                    let writer = Writer {
+                        source: 0,
+                        connection,
+                        attempt: failures + 1,
+                    };
+                    (0, self.stream_body(id, writer, want, response).await)
+                }
                 None => {
                     let Some(idx) = self.sources.pick(jitter) else {
                         self.plan().abort();
@@ -395,7 +473,12 @@ impl Fetcher {
                             Error::new(ErrorKind::Network, "every source failed").with_range(want)
                         );
                     };
-                    (idx, self.fetch_range(id, idx, want).await)
+                    let writer = Writer {
+                        source: idx,
+                        connection,
+                        attempt: failures + 1,
+                    };
+                    (idx, self.fetch_range(id, writer, want).await)
                 }
             };
             let source = &self.sources[source_idx];
@@ -424,6 +507,7 @@ impl Fetcher {
             let source_fault = matches!(
                 error.kind(),
                 ErrorKind::Network
+                    | ErrorKind::Certificate
                     | ErrorKind::HttpStatus(_)
                     | ErrorKind::Protocol
                     | ErrorKind::RemoteChanged
@@ -507,7 +591,8 @@ impl Fetcher {
 
     /// Requests `want` from source `idx` with `If-Range` and checks the
     /// answer before streaming it.
-    async fn fetch_range(&self, id: TaskId, idx: usize, want: ByteRange) -> Result<()> {
+    async fn fetch_range(&self, id: TaskId, writer: Writer, want: ByteRange) -> Result<()> {
+        let idx = writer.source;
         let source = &self.sources[idx];
         let url = source.url();
         let Some(range_value) = format_range_header(want) else {
@@ -515,7 +600,7 @@ impl Fetcher {
         };
         let mut request = self
             .client
-            .get(url.clone())
+            .get(&url)
             .header(header::RANGE, range_value)
             .header(header::ACCEPT_ENCODING, "identity");
         // The form this request uses: a late answer to it may demote only
@@ -526,13 +611,13 @@ impl Fetcher {
         }
         let response = send_within(request, self.policy.stall_timeout, &url).await?;
         let got = self.check_response(idx, &url, &response, want, mode)?;
-        self.stream_body(id, idx, got, response).await
+        self.stream_body(id, writer, got, response).await
     }
 
     /// Admits a ranged response (see [`crate::admit`]) and acts on a
     /// refusal: a farm's flipping ETags switch the source to its date, a
     /// mishandled `If-Range` form is demoted. Returns the range to write.
-    fn check_response(
+    pub(crate) fn check_response(
         &self,
         idx: usize,
         url: &Url,
@@ -631,15 +716,15 @@ impl Fetcher {
     async fn stream_body(
         &self,
         id: TaskId,
-        idx: usize,
+        writer: Writer,
         expected: ByteRange,
         mut response: Response,
     ) -> Result<()> {
-        let source = &self.sources[idx];
+        let source = &self.sources[writer.source];
         let _active = Active::new(&self.counters.active, &source.active);
         let url = source.url();
         let mut offset = expected.start;
-        let mut block = OpenBlock::new(self, offset);
+        let mut block = OpenBlock::new(self, writer, offset);
         let mut last = Instant::now();
         while offset < expected.end {
             let Some(chunk) = next_chunk(&mut response, self.policy.stall_timeout, &url).await?
@@ -654,7 +739,10 @@ impl Fetcher {
             source
                 .bytes
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            last = now;
+            if let Some(limit) = &self.rate {
+                limit.take(chunk.len() as u64).await;
+            }
+            last = Instant::now();
             let mut data = &chunk[..];
             while !data.is_empty() {
                 let claimed = self.plan().claim(id, data.len() as u64);

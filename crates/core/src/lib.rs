@@ -105,6 +105,8 @@ mod verify;
 mod resume;
 // Stage 6: publish.
 mod commit;
+// A mismatch at the end: find the bad stretches, fetch them again.
+mod repair;
 // Finishing without fetching: an output in place, the cache.
 mod reuse;
 // The public face and the orchestrator.
@@ -119,6 +121,7 @@ mod event;
 mod header;
 mod input_list;
 mod journal;
+mod limit;
 mod lookup;
 mod metalink;
 mod name;
@@ -138,13 +141,14 @@ pub use checksums::{
     ChecksumEntry, ChecksumLookupError, HashParseError, Sha256Hex, find_checksum, parse_checksums,
 };
 pub use digest::{DigestHeader, ServerDigest};
-pub use download::{Config, Download, DownloadBuilder, Outcome};
+pub use download::{Config, Download, DownloadBuilder, Outcome, ProxyFlavor, RequestHeaders};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventSink};
 pub use input_list::{
-    InputEntry, InputListError, MAX_LIST_BYTES, MAX_LIST_ENTRIES, MAX_LIST_LINE_BYTES, MAX_LIST_URLS,
-    parse_input_list,
+    InputEntry, InputListError, MAX_LIST_BYTES, MAX_LIST_ENTRIES, MAX_LIST_LINE_BYTES,
+    MAX_LIST_URLS, parse_input_list,
 };
+pub use limit::{ConnectionBudget, RateLimit};
 pub use lookup::{fetch_bytes, fetch_text, server_digest};
 pub use metalink::{
     Metalink, MetalinkError, MetalinkFile, MetalinkUrl, MetalinkVersion, parse_metalink,
@@ -152,6 +156,7 @@ pub use metalink::{
 pub use name::{NameError, file_name_from_url};
 pub use pieces::{PieceAlgorithm, PieceError, PieceHasher, PieceHashes, PieceProgress};
 pub use range::ByteRange;
+pub use repair::RepairedPiece;
 pub use resume::{part_path, state_path};
 #[cfg(feature = "openpgp")]
 pub use signature::{

@@ -13,9 +13,9 @@ use crate::transport::{client, network_error, send_within, status_error};
 /// most `limit` bytes, as bytes: a binary signature is no text.
 pub async fn fetch_bytes(url: &str, config: &Config, limit: usize) -> Result<Vec<u8>> {
     let url = parse_url(url)?;
-    let client = client(config)?;
+    let client = client(config, std::slice::from_ref(&url))?;
     let mut response = send_within(
-        client.get(url.clone()),
+        client.get(&url),
         config.stall_timeout.max(config.connect_timeout),
         &url,
     )
@@ -50,7 +50,7 @@ pub async fn fetch_text(url: &str, config: &Config, limit: usize) -> Result<Stri
 /// an error of kind [`ErrorKind::ChecksumMismatch`].
 pub async fn server_digest(url: &str, config: &Config) -> Result<Option<ServerDigest>> {
     let url = parse_url(url)?;
-    let client = client(config)?;
+    let client = client(config, std::slice::from_ref(&url))?;
     let (remote, _first) = crate::probe::probe(&client, &url, 1, config.stall_timeout).await?;
     judge(None, &remote.digests).map_err(|disagreement| {
         Error::new(ErrorKind::ChecksumMismatch, disagreement.to_string()).with_url(&remote.url)

@@ -20,6 +20,10 @@ impl Pool {
         self.live.load(Ordering::Relaxed)
     }
 
+    pub(crate) fn desired(&self) -> usize {
+        self.desired.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn set_desired(&self, n: usize) {
         self.desired.store(n.max(1), Ordering::Relaxed);
     }

@@ -9,14 +9,14 @@
 use std::time::{Duration, Instant};
 
 use reqwest::header;
-use reqwest::{Client, Response, StatusCode, Url};
+use reqwest::{Response, StatusCode, Url};
 
 pub use crate::admit::Validator;
 use crate::admit::{Refusal, content_coding, content_range};
 use crate::error::{Error, ErrorKind, Result, redact_url};
 use crate::header::parse_content_length;
 use crate::range::{ByteRange, format_range_header, parse_content_range};
-use crate::transport::{header_str, send_within, status_error};
+use crate::transport::{Http, header_str, send_within, status_error};
 
 /// How much a probe asks for when its body is not wanted (a resume, a
 /// mirror, a renewed redirect): two bytes, `bytes=0-1`, never `bytes=0-0`.
@@ -99,15 +99,13 @@ pub(crate) fn notices(remote: &Remote, first: &FirstBody, expected_hash: bool) -
 
 /// Sends the probe: a GET for `[0, first_len)`.
 pub(crate) async fn probe(
-    client: &Client,
+    client: &Http,
     url: &Url,
     first_len: u64,
     timeout: Duration,
 ) -> Result<(Remote, FirstBody)> {
     let asked = ByteRange::new(0, first_len.max(1));
-    let mut request = client
-        .get(url.clone())
-        .header(header::ACCEPT_ENCODING, "identity");
+    let mut request = client.get(url).header(header::ACCEPT_ENCODING, "identity");
     for (name, value) in crate::digest::WANT_HEADERS {
         request = request.header(name, value);
     }

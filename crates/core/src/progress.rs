@@ -20,9 +20,13 @@ pub(crate) struct Counters {
 /// How often progress is reported.
 const PERIOD: Duration = Duration::from_millis(250);
 
-/// The ticker task; it stops when this guard is dropped.
+/// The ticker task; it stops when this guard is dropped, or with a last
+/// report when [`Ticker::finish`] is called.
 pub(crate) struct Ticker {
     task: Option<tokio::task::JoinHandle<()>>,
+    counters: Arc<Counters>,
+    total: Option<u64>,
+    events: Option<EventSink>,
 }
 
 impl Ticker {
@@ -32,7 +36,8 @@ impl Ticker {
         total: Option<u64>,
         events: Option<EventSink>,
     ) -> Self {
-        let task = events.map(|events| {
+        let task = events.clone().map(|events| {
+            let counters = Arc::clone(&counters);
             tokio::spawn(async move {
                 let mut interval = tokio::time::interval(PERIOD);
                 let mut rate = Rate::default();
@@ -49,7 +54,37 @@ impl Ticker {
                 }
             })
         });
-        Self { task }
+        Self {
+            task,
+            counters,
+            total,
+            events,
+        }
+    }
+
+    /// Stops the ticker and reports where the counters ended: the last
+    /// `Progress` of a finished transfer has `bytes == total`, that of a
+    /// failed or cancelled one the bytes kept. (Dropping the guard instead
+    /// reports nothing more: a dropped download emits no event.)
+    pub(crate) fn finish(mut self, elapsed: Duration) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        if let Some(events) = &self.events {
+            let bytes = self.counters.bytes.load(Ordering::Relaxed);
+            let secs = elapsed.as_secs_f64();
+            events(Event::Progress {
+                bytes,
+                total: self.total,
+                rate_bps: if secs > 0.0 {
+                    (bytes as f64 / secs) as u64
+                } else {
+                    0
+                },
+                connections: 0,
+                retries: self.counters.retries.load(Ordering::Relaxed),
+            });
+        }
     }
 }
 

@@ -2,20 +2,23 @@
 //! expected hash, or a verified copy in the cache.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::cache::Cache;
 use crate::checksums::Sha256Hex;
 use crate::download::Outcome;
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::Event;
-use crate::verify::hash_file;
+use crate::event::{Event, EventSink};
+use crate::progress::{Counters, Ticker};
+use crate::verify::{hash_file, hash_file_counting};
 
 /// `output`, if it is a regular file whose SHA-256 is `expected`.
 pub(crate) async fn already_present(
     output: &Path,
     expected: Sha256Hex,
     started: Instant,
+    events: Option<&EventSink>,
 ) -> Result<Option<Outcome>> {
     let Ok(meta) = std::fs::metadata(output) else {
         return Ok(None);
@@ -24,10 +27,17 @@ pub(crate) async fn already_present(
         return Ok(None);
     }
     let path = output.to_owned();
-    let digest = tokio::task::spawn_blocking(move || hash_file(&path))
+    // Re-hashing a large output takes seconds: it reports progress like a
+    // download does, the bytes being the bytes hashed.
+    let counters = Arc::new(Counters::default());
+    let ticker = Ticker::start(Arc::clone(&counters), Some(meta.len()), events.cloned());
+    let hashing = Instant::now();
+    let counted = Arc::clone(&counters);
+    let digest = tokio::task::spawn_blocking(move || hash_file_counting(&path, &counted.bytes))
         .await
         .map_err(|e| Error::new(ErrorKind::Io, "hashing task failed").with_source(e))?
         .map_err(|e| Error::io(format!("cannot read {}", output.display()), e))?;
+    ticker.finish(hashing.elapsed());
     if digest != expected {
         return Ok(None);
     }
@@ -79,10 +89,21 @@ pub(crate) async fn from_cache(
     started: Instant,
     network_error: Option<&Error>,
     emit: &(dyn Fn(Event) + Sync),
+    events: Option<&EventSink>,
 ) -> Option<Outcome> {
     let cache = cache.clone();
     let dest = output.to_owned();
-    let placed = tokio::task::spawn_blocking(move || cache.place(&expected, &dest)).await;
+    let counters = Arc::new(Counters::default());
+    let size = std::fs::metadata(cache.path_of(&expected))
+        .ok()
+        .map(|m| m.len());
+    let ticker = Ticker::start(Arc::clone(&counters), size, events.cloned());
+    let hashing = Instant::now();
+    let counted = Arc::clone(&counters);
+    let placed =
+        tokio::task::spawn_blocking(move || cache.place_counting(&expected, &dest, &counted.bytes))
+            .await;
+    ticker.finish(hashing.elapsed());
     let placement = match placed {
         Ok(Ok(placement)) => placement,
         Ok(Err(error)) if error.kind() == std::io::ErrorKind::NotFound => return None,

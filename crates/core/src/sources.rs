@@ -5,7 +5,7 @@
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use reqwest::{Client, Url};
+use reqwest::Url;
 use tokio::task::JoinSet;
 use tracing::warn;
 
@@ -13,6 +13,7 @@ use crate::error::{Error, redact_url};
 use crate::event::{Event, EventSink};
 use crate::probe::{SMALL_PROBE_LEN, Validator, probe};
 use crate::retry::Jitter;
+use crate::transport::Http;
 
 /// Which `If-Range` form a source gets. Some CDNs answer `200` to an ETag
 /// `If-Range` even when it matches; for them we fall back to the date, and
@@ -196,7 +197,7 @@ pub(crate) struct MirrorProbe<'a> {
 /// expected hash it is kept out of this download (it stands by, should the
 /// primary fail), with a notice; with one, the hash decides.
 pub(crate) async fn probe_mirrors(
-    client: &Client,
+    client: &Http,
     mirrors: &[Url],
     primary: MirrorProbe<'_>,
     events: Option<&EventSink>,

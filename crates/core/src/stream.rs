@@ -63,7 +63,7 @@ async fn request_whole(fetcher: &Fetcher) -> Result<u64> {
     let url = &source.url();
     let request = fetcher
         .client
-        .get(url.clone())
+        .get(url)
         .header(header::ACCEPT_ENCODING, "identity");
     let response = send_within(request, fetcher.policy.stall_timeout, url).await?;
     if response.status() != StatusCode::OK {
@@ -176,6 +176,9 @@ async fn stream_once(fetcher: &Fetcher, mut response: Response) -> Result<u64> {
     let mut offset = 0u64;
     loop {
         let chunk = next_chunk(&mut response, fetcher.policy.stall_timeout, url).await?;
+        if let (Some(limit), Some(chunk)) = (&fetcher.rate, &chunk) {
+            limit.take(chunk.len() as u64).await;
+        }
         let decoded = match &chunk {
             Some(chunk) => decoder.feed(chunk).map_err(corrupt)?,
             None => decoder.finish().map_err(corrupt)?,

@@ -4,26 +4,110 @@
 //! failures and unusable statuses to engine errors. Stages import it; it
 //! imports no stage.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use reqwest::header::{self, HeaderMap};
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, RequestBuilder, Response, Url};
 
 use crate::download::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::header::parse_retry_after;
 
+/// The HTTP client of one download with the caller's request headers:
+/// every request goes through [`Http::get`], which adds them.
+#[derive(Clone)]
+pub(crate) struct Http {
+    client: Client,
+    headers: Arc<HeaderMap>,
+    /// The origins of the URLs the caller named: only requests to these
+    /// carry credentials (`Authorization`, cookies). A redirect target on
+    /// another host, reached directly once the redirect is known, gets the
+    /// other headers only, as reqwest's own redirect handling does.
+    trusted: Arc<Vec<Url>>,
+}
+
+impl Http {
+    /// A GET for `url` with the caller's headers.
+    pub(crate) fn get(&self, url: &Url) -> RequestBuilder {
+        let mut request = self.client.get(url.clone());
+        let trusted = self.trusted.iter().any(|t| t.origin() == url.origin());
+        for (name, value) in self.headers.iter() {
+            if trusted || !is_credential_header(name) {
+                request = request.header(name, value.clone());
+            }
+        }
+        request
+    }
+}
+
+/// Headers that carry credentials, dropped on the way to another host.
+fn is_credential_header(name: &HeaderName) -> bool {
+    name == header::AUTHORIZATION
+        || name == header::COOKIE
+        || name == header::PROXY_AUTHORIZATION
+        || name.as_str() == "cookie2"
+}
+
+/// Headers the engine sets itself: a caller's value would break ranges,
+/// validators or framing.
+const RESERVED_HEADERS: [&str; 13] = [
+    "range",
+    "if-range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "accept-encoding",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+];
+
+/// The caller's headers, checked: valid names and values, none the engine
+/// sets itself. Values are marked sensitive, so no `Debug` shows them; an
+/// error names the header, never its value.
+pub(crate) fn request_headers(config: &Config) -> Result<HeaderMap> {
+    let invalid = |m: String| Error::new(ErrorKind::InvalidInput, m);
+    let mut map = HeaderMap::new();
+    for (name, value) in config.headers.iter() {
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| invalid(format!("invalid request header name {name:?}")))?;
+        if RESERVED_HEADERS.contains(&name.as_str()) {
+            return Err(invalid(format!(
+                "request header {name} is set by rangefetch itself and cannot be given"
+            )));
+        }
+        let mut value = HeaderValue::from_str(value.trim())
+            .map_err(|_| invalid(format!("invalid value for request header {name}")))?;
+        value.set_sensitive(true);
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
 /// The HTTP client of one download: HTTP/1.1 connections (one per range in
 /// flight), the configured proxy and extra roots, and a redirect policy
-/// that refuses downgrades.
-pub(crate) fn client(config: &Config) -> Result<Client> {
+/// that refuses downgrades. `trusted` are the URLs the caller named, whose
+/// origins get credential headers.
+pub(crate) fn client(config: &Config, trusted: &[Url]) -> Result<Http> {
+    let headers = request_headers(config)?;
+    let user_agent = config
+        .user_agent
+        .clone()
+        .unwrap_or_else(|| concat!("rangefetch/", env!("CARGO_PKG_VERSION")).to_owned());
+    let user_agent = HeaderValue::from_str(&user_agent)
+        .map_err(|_| Error::new(ErrorKind::InvalidInput, "invalid user agent"))?;
     let mut builder = Client::builder()
         .connect_timeout(config.connect_timeout)
         .pool_max_idle_per_host(config.connections)
         .tcp_nodelay(true)
         .redirect(redirect_policy())
-        .user_agent(concat!("rangefetch/", env!("CARGO_PKG_VERSION")));
+        .user_agent(user_agent);
     builder = match &config.proxy {
         Some(proxy) => builder.proxy(reqwest::Proxy::all(proxy).map_err(|e| {
             Error::new(ErrorKind::InvalidInput, "invalid proxy URL").with_source(e)
@@ -42,8 +126,13 @@ pub(crate) fn client(config: &Config) -> Result<Client> {
         }
         builder = builder.tls_certs_merge(certs);
     }
-    builder.build().map_err(|e| {
+    let client = builder.build().map_err(|e| {
         Error::new(ErrorKind::InvalidInput, "cannot set up the HTTP client").with_source(e)
+    })?;
+    Ok(Http {
+        client,
+        headers: Arc::new(headers),
+        trusted: Arc::new(trusted.to_vec()),
     })
 }
 
@@ -139,7 +228,12 @@ pub(crate) fn network_error(error: reqwest::Error, url: &Url) -> Error {
     let permanent = certificate || http2_only || error.is_redirect() || error.is_builder();
     // The URL is in our own context already, credential-free; reqwest's copy
     // of it would repeat it and could carry a password.
-    let engine = Error::new(ErrorKind::Network, message)
+    let kind = if certificate {
+        ErrorKind::Certificate
+    } else {
+        ErrorKind::Network
+    };
+    let engine = Error::new(kind, message)
         .with_url(url)
         .with_source(error.without_url());
     if permanent {
@@ -176,18 +270,39 @@ fn error_chain_text(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// The header a Dragonfly dfdaemon names the failing side in.
+const DRAGONFLY_ERROR: &str = "x-dragonfly-error-type";
+
 /// An error for a status we cannot use.
 pub(crate) fn status_error(response: &Response, url: &Url) -> Error {
     let status = response.status();
     let reason = status.canonical_reason().unwrap_or("");
-    Error::new(
-        ErrorKind::HttpStatus(status.as_u16()),
-        format!("server answered {} {reason}", status.as_u16())
-            .trim_end()
-            .to_owned(),
-    )
-    .with_url(url)
-    .with_retry_after(retry_after(response.headers()))
+    let mut message = format!("server answered {} {reason}", status.as_u16())
+        .trim_end()
+        .to_owned();
+    // A Dragonfly dfdaemon says which side failed: the origin behind it
+    // ("backend") or the P2P network and the daemon itself.
+    if let Some(kind) = header_str(response.headers(), HeaderName::from_static(DRAGONFLY_ERROR))
+        .map(|v| {
+            v.chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(40)
+                .collect::<String>()
+        })
+        .filter(|v| !v.is_empty())
+    {
+        message.push_str(&format!(
+            " (Dragonfly error type {kind}: {})",
+            if kind.eq_ignore_ascii_case("backend") {
+                "the origin behind the daemon failed"
+            } else {
+                "the daemon or its P2P network failed, not the origin"
+            }
+        ));
+    }
+    Error::new(ErrorKind::HttpStatus(status.as_u16()), message)
+        .with_url(url)
+        .with_retry_after(retry_after(response.headers()))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 
@@ -215,11 +216,17 @@ const STREAM_BUFFER: usize = 4 << 20;
 /// file in the page cache runs at 1.00–1.01 × `openssl speed -evp sha256`.
 /// Streams get the same shape: a second thread reads the next buffer.
 pub fn hash_file(path: &Path) -> io::Result<Sha256Hex> {
+    hash_file_counting(path, &AtomicU64::new(0))
+}
+
+/// [`hash_file`], counting the bytes of a regular file's mapped part in
+/// `hashed` as they are hashed (for progress events).
+pub(crate) fn hash_file_counting(path: &Path, counter: &AtomicU64) -> io::Result<Sha256Hex> {
     let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
     match Reading::of(&file)? {
         Reading::Mapped(len) => {
-            let hashed = hash_mapped(&file, len, &mut hasher)?;
+            let hashed = hash_mapped(&file, len, &mut hasher, counter)?;
             file.seek(SeekFrom::Start(hashed))?;
         }
         Reading::ToEnd => {}
@@ -346,7 +353,7 @@ impl FileKind {
 /// returns how far it got. A window that cannot be mapped (a file system
 /// without mmap, such as sysfs) ends the mapped part early: the caller
 /// reads on from there, and reading reports any real I/O error.
-fn hash_mapped(file: &File, len: u64, hasher: &mut Sha256) -> io::Result<u64> {
+fn hash_mapped(file: &File, len: u64, hasher: &mut Sha256, counter: &AtomicU64) -> io::Result<u64> {
     let (windows, mapped) = mpsc::sync_channel::<Mmap>(1);
     let (done_with, finished) = mpsc::channel::<Mmap>();
     thread::scope(|scope| {
@@ -375,6 +382,7 @@ fn hash_mapped(file: &File, len: u64, hasher: &mut Sha256) -> io::Result<u64> {
         for map in &mapped {
             hasher.update(&map[..]);
             hashed += map.len() as u64;
+            counter.store(hashed, Ordering::Relaxed);
             let _ = done_with.send(map);
         }
         drop(done_with);

@@ -115,6 +115,10 @@ pub enum When {
     RangeStartsAt(u64),
     /// Requests on the n-th connection accepted (0-based) since the script was installed.
     ConnectionNth(usize),
+    /// Requests a cache in front of the origin may answer from what it holds: those without
+    /// `Cache-Control: no-cache` (or `Pragma: no-cache`). With [`Fault::FlipByte`] it plays a
+    /// cache holding a corrupted copy that a `no-cache` request goes around.
+    CacheMayAnswer,
     /// Requests matching every condition listed (evaluated in order, stopping at the first
     /// miss, so a `Probability` after a miss draws nothing).
     All(Vec<When>),
@@ -632,6 +636,8 @@ pub(crate) struct RequestFacts<'a> {
     /// Where the `Range` header starts, if there is one (see [`When::RangeStartsAt`]).
     pub range_start: Option<u64>,
     pub connection_id: u64,
+    /// The request carries `Cache-Control: no-cache` or `Pragma: no-cache`.
+    pub no_cache: bool,
 }
 
 /// What a condition sees of one request under one rule.
@@ -642,6 +648,7 @@ struct MatchContext {
     range_start: Option<u64>,
     connection_index: Option<u64>,
     rule_hits: usize,
+    no_cache: bool,
 }
 
 fn when_matches(when: &When, cx: &MatchContext, rng: &mut Rng) -> bool {
@@ -655,6 +662,7 @@ fn when_matches(when: &When, cx: &MatchContext, rng: &mut Rng) -> bool {
         When::Probability(p) => cx.is_get && rng.next_f64() < *p,
         When::RangeStartsAt(offset) => cx.is_get && cx.range_start == Some(*offset),
         When::ConnectionNth(n) => cx.connection_index == Some(*n as u64),
+        When::CacheMayAnswer => !cx.no_cache,
         When::All(conditions) => conditions.iter().all(|c| when_matches(c, cx, rng)),
         When::Times(n, inner) => cx.rule_hits < *n && when_matches(inner, cx, rng),
     }
@@ -748,6 +756,7 @@ impl FaultState {
                 range_start: facts.range_start,
                 connection_index,
                 rule_hits: self.rule_hits[rule_idx],
+                no_cache: facts.no_cache,
             };
             if !when_matches(&rule.when, &cx, &mut self.rng) {
                 continue;
@@ -802,6 +811,7 @@ mod tests {
             path,
             range_start: None,
             connection_id: 0,
+            no_cache: false,
         }
     }
 

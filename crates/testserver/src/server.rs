@@ -100,6 +100,10 @@ impl Shared {
             path: &head.path,
             range_start,
             connection_id,
+            no_cache: ["cache-control", "pragma"].iter().any(|name| {
+                head.header(name)
+                    .is_some_and(|value| value.to_ascii_lowercase().contains("no-cache"))
+            }),
         });
         // A change whose threshold was already reached takes effect before this response is
         // chosen: this request arrived after the switch.

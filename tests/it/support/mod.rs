@@ -14,6 +14,7 @@ pub mod rng;
 pub mod scenario;
 pub mod server;
 pub mod servers;
+pub mod socks;
 
 pub use binary::{Run, run, settled_body_bytes};
 pub use check::{Expect, assert_exit};
@@ -28,3 +29,4 @@ pub use proxy::{Tinyproxy, TinyproxyOptions};
 pub use rng::SeededRng;
 pub use scenario::{Ran, Scenario};
 pub use server::start_server;
+pub use socks::Microsocks;
