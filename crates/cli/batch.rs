@@ -187,12 +187,12 @@ async fn one_file(entry: InputEntry, shared: &Shared) -> FileResult {
             error: "interrupted before it started".to_owned(),
         }),
     };
-    let _turn = tokio::select! {
+    let turn = tokio::select! {
         biased;
         () = shared.cancel.cancelled() => None,
         turn = shared.jobs.acquire() => turn.ok(),
     };
-    if _turn.is_none() || shared.cancel.is_cancelled() {
+    if turn.is_none() || shared.cancel.is_cancelled() {
         shared.batch.finished(None, &result);
         return result;
     }
@@ -286,5 +286,52 @@ fn shown(list: &Path) -> String {
         "on standard input".to_owned()
     } else {
         list.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed_with(line: usize, code: u8) -> FileResult {
+        FileResult {
+            line,
+            path: format!("f{line}"),
+            url: format!("http://h/f{line}"),
+            outcome: Err(FileFailure {
+                code,
+                class: "network",
+                error: "x".to_owned(),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_worst_file_decides_the_exit_code() {
+        let code_of = |codes: &[u8]| {
+            let results: Vec<FileResult> = codes
+                .iter()
+                .enumerate()
+                .map(|(idx, &code)| failed_with(idx + 1, code))
+                .collect();
+            outcome(&results).map_err(|failure| failure.code())
+        };
+        assert_eq!(code_of(&[]), Ok(()));
+        assert_eq!(code_of(&[exit::DOWNLOAD, exit::USAGE]), Err(exit::USAGE));
+        assert_eq!(
+            code_of(&[exit::USAGE, exit::IO, exit::DOWNLOAD]),
+            Err(exit::IO)
+        );
+        assert_eq!(code_of(&[exit::IO, exit::CHECKSUM]), Err(exit::CHECKSUM));
+        assert_eq!(
+            code_of(&[exit::CHECKSUM, exit::INTERRUPTED, exit::IO]),
+            Err(exit::INTERRUPTED)
+        );
+        let failure = outcome(&[
+            failed_with(3, exit::DOWNLOAD),
+            failed_with(5, exit::CHECKSUM),
+        ])
+        .expect_err("two failures");
+        assert_eq!(failure.message(), "2 of 2 files failed");
     }
 }

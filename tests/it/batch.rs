@@ -151,6 +151,51 @@ fn twenty_files_verified_under_one_budget_of_eight_connections() {
 }
 
 #[test]
+fn max_per_host_caps_the_connections_to_one_host() {
+    let files = files(6);
+    let server = start_server(files.clone(), vec![]);
+    let relay = CountingRelay::start(server.addr().port(), 2 << 20);
+    let dir = tempdir();
+    std::fs::write(
+        dir.path().join("list"),
+        list_of(&files, &|path| relay.url(path)),
+    )
+    .expect("write the list");
+    let args = [
+        "get",
+        "-i",
+        "list",
+        "-j",
+        "3",
+        "-c",
+        "8",
+        "--max-per-host",
+        "3",
+        "--chunk-size",
+        "64KiB",
+        "--align",
+        "0",
+        "-q",
+    ];
+    let run = spawn_env(dir.path(), &args, None, &[]).wait();
+    assert_eq!(run.code(), 0, "{}", run.describe());
+    for idx in 0..files.len() {
+        let out = output_of(dir.path(), &files, idx);
+        assert_eq!(
+            sha256_file(&out),
+            files[idx].sha256_hex(),
+            "{}",
+            out.display()
+        );
+    }
+    let (peak, aborted) = relay.peak_and_aborted();
+    assert!(
+        (1..=3).contains(&peak),
+        "{peak} requests at once to one host with --max-per-host 3 ({aborted} cut short)"
+    );
+}
+
+#[test]
 fn an_interrupted_batch_resumes_and_does_not_fetch_finished_files_again() {
     let files = files(12);
     // 1 MiB/s per connection: long enough to stop the batch halfway.
