@@ -31,6 +31,7 @@ mod repair;
 mod requests;
 // Resume: Ctrl-C, kill -9, a damaged journal, a changed remote, a full disk.
 mod resume;
+mod site_cache; // many machines through one nginx or Squid site cache, with the contrib/ recipes
 // TLS: HTTPS against nginx with a private CA.
 mod tls;
 // Trust: server digests checked at the probe, signed checksum files.

@@ -7,6 +7,16 @@
 //! connection steals the far half of the largest unclaimed remainder, so the
 //! slowest range never decides the total time.
 //!
+//! Behind a site cache two more rules matter. Every boundary the plan cuts —
+//! a piece's end, a steal's split point — lands on a multiple of the
+//! alignment ([`Scheduler::aligned`]), so every client asks for the same
+//! byte ranges as the cache keys its slices by (nginx's `slice`, Dragonfly's
+//! pieces). And a rotated plan ([`Scheduler::rotated`]) starts, after its
+//! first piece, at a pivot of its own and wraps around, so that several
+//! clients fetching one file through one cache fill different slices instead
+//! of queueing on the same cache lock; the price is that the hash frontier
+//! waits for the bytes below the pivot, which are fetched last.
+//!
 //! Invariant (property-tested): pending ∪ (every task's `[cursor, end)`) ∪
 //! claimed bytes cover `[0, total)` exactly once.
 
@@ -59,6 +69,10 @@ pub struct Scheduler {
     total: u64,
     chunk_size: u64,
     min_piece: u64,
+    /// Boundaries the plan cuts are multiples of this (1: anywhere).
+    align: u64,
+    /// Where pieces after the first start being handed out (0: lowest first).
+    pivot: u64,
     /// Unassigned ranges, by start; disjoint.
     pending: BTreeMap<u64, u64>,
     tasks: BTreeMap<TaskId, Task>,
@@ -84,12 +98,38 @@ impl Scheduler {
             total,
             chunk_size: chunk_size.max(1),
             min_piece: min_piece.max(1),
+            align: 1,
+            pivot: 0,
             pending,
             tasks: BTreeMap::new(),
             written,
             next_id: 0,
             now: Duration::ZERO,
         }
+    }
+
+    /// Cuts pieces and steals only at multiples of `align` bytes (or at the
+    /// end of the file); 0 and 1 mean anywhere. Pieces never shrink below
+    /// `align`, so the smallest piece becomes at least one slice.
+    pub fn aligned(mut self, align: u64) -> Self {
+        self.align = align.max(1);
+        self.min_piece = self.min_piece.max(self.align);
+        self
+    }
+
+    /// Hands out the pieces after the first one starting from a pivot that
+    /// `seed` picks (a multiple of the alignment below the file's end), up to
+    /// the end of the file, then from the lowest offset up to the pivot.
+    /// The first piece stays the lowest: a fresh plan's first piece is the
+    /// probe's, already asked for.
+    pub fn rotated(mut self, seed: u64) -> Self {
+        let n_units = self.total.div_ceil(self.align);
+        self.pivot = if n_units == 0 {
+            0
+        } else {
+            mix(seed) % n_units * self.align
+        };
+        self
     }
 
     /// Size of the file.
@@ -150,13 +190,59 @@ impl Scheduler {
         self.chunk_size.min(share.max(self.min_piece))
     }
 
-    /// The next range to fetch: the lowest pending piece, else the far half
-    /// of the largest in-flight remainder, else `None`.
+    /// Where a piece wanted to end at `offset` ends: the nearest aligned
+    /// boundary above `start`, or, for the first piece, the first one at or
+    /// above `offset`, so that a fresh plan's first piece still holds the
+    /// probe's chunk when the chunk size is not a multiple of the alignment.
+    /// Rounding to the nearest keeps the tail's pieces an even share.
+    fn piece_end(&self, start: u64, offset: u64) -> u64 {
+        let up = offset.div_ceil(self.align).saturating_mul(self.align);
+        if self.next_id == 0 {
+            return up;
+        }
+        let down = offset - offset % self.align;
+        if down > start && offset - down < up - offset {
+            down
+        } else {
+            up
+        }
+    }
+
+    /// The pending range to cut the next piece from: the lowest for the
+    /// first piece or an unrotated plan; else the first at or after the
+    /// pivot (split there), wrapping to the lowest.
+    fn next_pending(&mut self) -> Option<(u64, u64)> {
+        let lowest = self.pending.iter().next().map(|(&s, &e)| (s, e));
+        if self.pivot == 0 || self.next_id == 0 {
+            return lowest;
+        }
+        let holding = self
+            .pending
+            .range(..=self.pivot)
+            .next_back()
+            .map(|(&s, &e)| (s, e))
+            .filter(|&(_, end)| end > self.pivot);
+        if let Some((start, end)) = holding {
+            // Split at the pivot, so the piece starts on it.
+            self.pending.insert(start, self.pivot);
+            self.pending.insert(self.pivot, end);
+            return Some((self.pivot, end));
+        }
+        self.pending
+            .range(self.pivot..)
+            .next()
+            .map(|(&s, &e)| (s, e))
+            .or(lowest)
+    }
+
+    /// The next range to fetch: the lowest pending piece (or, rotated, the
+    /// first from the pivot on), else the far half of the largest in-flight
+    /// remainder, else `None`.
     pub fn next_assignment(&mut self) -> Option<Assignment> {
         let piece = self.piece_size();
-        if let Some((&start, &end)) = self.pending.iter().next() {
+        if let Some((start, end)) = self.next_pending() {
             self.pending.remove(&start);
-            let chunk_end = end.min(start.saturating_add(piece));
+            let chunk_end = end.min(self.piece_end(start, start.saturating_add(piece)));
             if chunk_end < end {
                 self.pending.insert(chunk_end, end);
             }
@@ -176,7 +262,14 @@ impl Scheduler {
             return None;
         }
         let end = task.end;
-        let mid = task.cursor + remaining / 2;
+        // The aligned boundary at or below the middle: with at least one
+        // smallest piece (itself at least the alignment) on either side of the
+        // middle, it lies above the cursor and leaves the thief a whole piece.
+        let middle = task.cursor + remaining / 2;
+        let mid = middle - middle % self.align;
+        if mid <= task.cursor || mid >= end {
+            return None;
+        }
         if let Some(task) = self.tasks.get_mut(&victim) {
             task.end = mid;
         }
@@ -282,6 +375,28 @@ impl Scheduler {
             .map(|t| ByteRange::new(t.cursor, t.end))
             .collect()
     }
+
+    /// Bytes written that turned out bad (a piece failing its reference
+    /// hash): they are no longer written, and go back to the pending queue
+    /// to be fetched again. Only whole written ranges are taken back; no
+    /// task holds them.
+    pub fn refetch(&mut self, range: ByteRange) {
+        let range = ByteRange::new(range.start.min(self.total), range.end.min(self.total));
+        if range.is_empty() {
+            return;
+        }
+        self.written.remove(range);
+        self.pending.insert(range.start, range.end);
+    }
+}
+
+/// A 64-bit mix (splitmix64's finaliser), so that nearby seeds — the pids of
+/// clients started together — pick pivots far apart.
+fn mix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]
@@ -409,6 +524,104 @@ mod tests {
         assert_eq!(a.range, ByteRange::new(40, 60));
     }
 
+    #[test]
+    fn aligned_pieces_and_steals_cut_on_the_alignment() {
+        // A 3 MiB chunk on 2 MiB slices: the first piece grows to 4 MiB (it holds the probe's
+        // 3 MiB), and no piece straddles a slice.
+        let mib = 1 << 20;
+        let total = 11 * mib + 5;
+        let mut plan = fresh(total, 3 * mib, 1).aligned(2 * mib);
+        let a = plan.next_assignment().expect("first");
+        assert_eq!(a.range, ByteRange::new(0, 4 * mib));
+        let mut ends = vec![a.range.end];
+        while let Some(next) = plan.next_assignment() {
+            if next.stolen {
+                break;
+            }
+            ends.push(next.range.end);
+        }
+        assert!(
+            ends.iter()
+                .all(|&end| end.is_multiple_of(2 * mib) || end == total),
+            "{ends:?}"
+        );
+        // A steal splits on a slice boundary below the middle of what is left.
+        let mut plan = fresh(10 * mib, 10 * mib, 1).aligned(mib);
+        let whole = plan.next_assignment().expect("whole file");
+        plan.claim(whole.id, mib / 2);
+        let stolen = plan.next_assignment().expect("a steal");
+        assert!(stolen.stolen);
+        assert_eq!(stolen.range, ByteRange::new(5 * mib, 10 * mib));
+    }
+
+    #[test]
+    fn shrinking_stops_at_the_alignment() {
+        let mib = 1 << 20;
+        let mut plan = fresh(40 * mib, 8 * mib, 1 << 16).aligned(mib);
+        let mut sizes = Vec::new();
+        while let Some(assignment) = plan.next_assignment() {
+            if assignment.stolen {
+                break;
+            }
+            sizes.push(assignment.range.len());
+        }
+        assert!(sizes.iter().all(|&size| size >= mib), "{sizes:?}");
+        assert!(sizes.windows(2).all(|w| w[1] <= w[0]), "{sizes:?}");
+        assert_eq!(sizes.iter().sum::<u64>(), 40 * mib);
+        // Unaligned, the same plan cuts its tail below a slice.
+        let mut plan = fresh(40 * mib, 8 * mib, 1 << 16);
+        let mut smallest = u64::MAX;
+        while let Some(assignment) = plan.next_assignment() {
+            if assignment.stolen {
+                break;
+            }
+            smallest = smallest.min(assignment.range.len());
+        }
+        assert!(smallest < mib);
+    }
+
+    #[test]
+    fn a_rotated_plan_starts_at_its_pivot_after_the_first_piece() {
+        let mib = 1 << 20;
+        let plan = fresh(64 * mib, 4 * mib, mib).aligned(mib);
+        let pivots: std::collections::BTreeSet<u64> = (0..8)
+            .map(|seed| plan.clone().rotated(seed).pivot)
+            .collect();
+        // Eight seeds in a row (pids started together) pick eight pivots.
+        assert_eq!(pivots.len(), 8, "{pivots:?}");
+        assert!(
+            pivots
+                .iter()
+                .all(|&pivot| pivot.is_multiple_of(mib) && pivot < 64 * mib)
+        );
+        let mut plan = plan.rotated(3);
+        let pivot = plan.pivot;
+        let first = plan.next_assignment().expect("first");
+        assert_eq!(first.range.start, 0, "the probe's piece comes first");
+        let second = plan.next_assignment().expect("second");
+        assert_eq!(second.range.start, pivot.max(first.range.end));
+        // Drain: from the pivot to the end, then wrapping to the bytes below it.
+        let mut starts = vec![first.range.start, second.range.start];
+        while let Some(next) = plan.next_assignment() {
+            if next.stolen {
+                break;
+            }
+            starts.push(next.range.start);
+        }
+        let wrap = starts
+            .windows(2)
+            .position(|w| w[1] < w[0])
+            .map_or(starts.len(), |i| i + 1);
+        assert!(
+            starts[1..wrap].windows(2).all(|w| w[0] < w[1]),
+            "{starts:?}"
+        );
+        assert!(
+            starts[wrap..].iter().all(|&start| start < pivot),
+            "{starts:?}"
+        );
+    }
+
     #[derive(Clone, Debug)]
     enum Op {
         Assign,
@@ -424,18 +637,44 @@ mod tests {
         ]
     }
 
+    fn alignment() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            Just(0u64),
+            Just(1),
+            Just(7),
+            Just(64),
+            Just(512),
+            Just(2048)
+        ]
+    }
+
+    /// A plan, aligned and rotated or not, as the download builds it.
+    fn planned(total: u64, chunk: u64, min_piece: u64, align: u64, seed: Option<u64>) -> Scheduler {
+        let plan = fresh(total, chunk, min_piece).aligned(align);
+        match seed {
+            Some(seed) => plan.rotated(seed),
+            None => plan,
+        }
+    }
+
     proptest! {
         /// Pending, in-flight remainders and claimed bytes tile `[0, total)`
         /// exactly, after any sequence of assignments, steals, claims and
-        /// releases; and draining the plan writes every byte once.
+        /// releases, aligned and rotated or not; every piece and steal ends on
+        /// the alignment or at the file's end; and draining the plan writes
+        /// every byte once.
         #[test]
-        fn plan_tiles_the_file(total in 0u64..20_000, chunk in 1u64..6000, min_piece in 1u64..600, ops in proptest::collection::vec(op(), 0..80)) {
-            let mut plan = fresh(total, chunk, min_piece);
+        fn plan_tiles_the_file(total in 0u64..20_000, chunk in 1u64..6000, min_piece in 1u64..600, align in alignment(), seed in proptest::option::of(any::<u64>()), ops in proptest::collection::vec(op(), 0..80)) {
+            let mut plan = planned(total, chunk, min_piece, align, seed);
+            let step = align.max(1);
             let mut live: Vec<TaskId> = Vec::new();
             let mut claimed = vec![0u8; total as usize];
             for op in ops {
                 match op {
-                    Op::Assign => if let Some(a) = plan.next_assignment() { live.push(a.id) },
+                    Op::Assign => if let Some(a) = plan.next_assignment() {
+                        prop_assert!(a.range.end.is_multiple_of(step) || a.range.end == total, "{:?}", a);
+                        live.push(a.id);
+                    },
                     Op::Claim(i, n) => if let Some(&id) = live.get(i % live.len().max(1)) {
                         let r = plan.claim(id, n);
                         for b in &mut claimed[r.start as usize..r.end as usize] { *b += 1; }
@@ -468,6 +707,30 @@ mod tests {
             prop_assert!(claimed.iter().all(|&c| c == 1));
             prop_assert!(plan.is_complete());
             prop_assert_eq!(plan.written().prefix_end(), total);
+        }
+
+        /// Without releases (whose remainders start where a connection stopped), every piece
+        /// and every steal of an aligned plan starts and ends on the alignment or at the
+        /// file's end, whatever the claims and steals in between.
+        #[test]
+        fn aligned_boundaries(total in 0u64..50_000, chunk in 1u64..9000, min_piece in 1u64..900, align in alignment(), seed in proptest::option::of(any::<u64>()), claims in proptest::collection::vec((0usize..16, 0u64..3000), 0..120)) {
+            let mut plan = planned(total, chunk, min_piece, align, seed);
+            let step = align.max(1);
+            let on_boundary = |offset: u64| offset.is_multiple_of(step) || offset == total;
+            let mut live: Vec<TaskId> = Vec::new();
+            for (i, n) in claims {
+                if let Some(a) = plan.next_assignment() {
+                    prop_assert!(on_boundary(a.range.start) && on_boundary(a.range.end), "{:?}", a);
+                    live.push(a.id);
+                }
+                if let Some(&id) = live.get(i % live.len().max(1)) {
+                    let r = plan.claim(id, n);
+                    plan.mark_written(r);
+                }
+                for r in plan.in_flight_ranges() {
+                    prop_assert!(r.is_empty() || on_boundary(r.end), "{:?}", r);
+                }
+            }
         }
     }
 }
