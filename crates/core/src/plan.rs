@@ -110,9 +110,11 @@ impl Scheduler {
 
     /// Cuts pieces and steals only at multiples of `align` bytes (or at the
     /// end of the file); 0 and 1 mean anywhere. Pieces never shrink below
-    /// `align`, so the smallest piece becomes at least one slice.
+    /// `align`, so the smallest piece becomes at least one slice. A chunk
+    /// size below `align` wins: the plan is then aligned to the chunk size
+    /// (asked for small requests, a caller gets them).
     pub fn aligned(mut self, align: u64) -> Self {
-        self.align = align.max(1);
+        self.align = align.clamp(1, self.chunk_size);
         self.min_piece = self.min_piece.max(self.align);
         self
     }
@@ -555,6 +557,21 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_below_the_alignment_wins() {
+        let mib = 1 << 20;
+        let mut plan = fresh(4 * mib, 256 << 10, mib).aligned(mib);
+        let a = plan.next_assignment().expect("first");
+        let b = plan.next_assignment().expect("second");
+        assert_eq!(
+            (a.range, b.range),
+            (
+                ByteRange::new(0, 256 << 10),
+                ByteRange::new(256 << 10, 512 << 10)
+            )
+        );
+    }
+
+    #[test]
     fn shrinking_stops_at_the_alignment() {
         let mib = 1 << 20;
         let mut plan = fresh(40 * mib, 8 * mib, 1 << 16).aligned(mib);
@@ -648,7 +665,8 @@ mod tests {
         ]
     }
 
-    /// A plan, aligned and rotated or not, as the download builds it.
+    /// A plan, aligned and rotated or not, as the download builds it; its
+    /// alignment is the smaller of `align` and the chunk size.
     fn planned(total: u64, chunk: u64, min_piece: u64, align: u64, seed: Option<u64>) -> Scheduler {
         let plan = fresh(total, chunk, min_piece).aligned(align);
         match seed {
@@ -666,7 +684,7 @@ mod tests {
         #[test]
         fn plan_tiles_the_file(total in 0u64..20_000, chunk in 1u64..6000, min_piece in 1u64..600, align in alignment(), seed in proptest::option::of(any::<u64>()), ops in proptest::collection::vec(op(), 0..80)) {
             let mut plan = planned(total, chunk, min_piece, align, seed);
-            let step = align.max(1);
+            let step = align.clamp(1, chunk);
             let mut live: Vec<TaskId> = Vec::new();
             let mut claimed = vec![0u8; total as usize];
             for op in ops {
@@ -715,7 +733,7 @@ mod tests {
         #[test]
         fn aligned_boundaries(total in 0u64..50_000, chunk in 1u64..9000, min_piece in 1u64..900, align in alignment(), seed in proptest::option::of(any::<u64>()), claims in proptest::collection::vec((0usize..16, 0u64..3000), 0..120)) {
             let mut plan = planned(total, chunk, min_piece, align, seed);
-            let step = align.max(1);
+            let step = align.clamp(1, chunk);
             let on_boundary = |offset: u64| offset.is_multiple_of(step) || offset == total;
             let mut live: Vec<TaskId> = Vec::new();
             for (i, n) in claims {
