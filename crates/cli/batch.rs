@@ -38,6 +38,9 @@ struct Shared {
     jobs: Semaphore,
     batch: Batch,
     proxy_shown: Option<String>,
+    /// `--proxy`; without it each file's proxy comes from the environment,
+    /// for its own URL.
+    proxy_flag: Option<String>,
 }
 
 /// Runs the batch `list` names, with the other flags of `args`.
@@ -88,6 +91,7 @@ pub async fn run(list: &Path, args: &GetArgs) -> Result<(), Failure> {
             entries.len(),
         ),
         proxy_shown: settings.proxy_shown,
+        proxy_flag: args.transfer.proxy.clone(),
     });
     let started = Instant::now();
     let signals = tokio::spawn(signals::watch(shared.cancel.clone()));
@@ -227,8 +231,10 @@ async fn download(
     if let Some(cache) = &shared.cache {
         builder = builder.cache(cache.clone());
     }
+    let mut config = shared.config.clone();
+    config.proxy = settings::proxy_for_url(shared.proxy_flag.as_ref(), &entry.urls[0]);
     let download = builder
-        .config(shared.config.clone())
+        .config(config)
         .cancel_token(shared.cancel.clone())
         .on_event(move |event| view.event(&event))
         .build()

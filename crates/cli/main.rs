@@ -139,6 +139,9 @@ async fn get(mut args: GetArgs) -> Result<(), Failure> {
     if let Some(hash) = expected {
         builder = builder.sha256(hash);
     }
+    if let Some(pieces) = metalink.as_ref().and_then(|m| m.file.pieces.clone()) {
+        builder = builder.piece_hashes(pieces);
+    }
     let size = metalink.as_ref().and_then(|m| m.size());
     download(builder, &args.transfer, settings, render, &provenance, size).await
 }

@@ -94,6 +94,15 @@ fn transfer_settings(
     })
 }
 
+/// The proxy for one file of a `-i` list: `--proxy`, else what the
+/// environment names for its URL (`NO_PROXY` honoured per host).
+pub fn proxy_for_url(flag: Option<&String>, url: &str) -> Option<String> {
+    match flag {
+        Some(proxy) => Some(proxy.clone()),
+        None => proxy_from_env(url, &process_env),
+    }
+}
+
 /// The settings of `verify`: it fetches at most a checksum file, with the
 /// engine's defaults.
 pub fn for_verify() -> Config {

@@ -96,14 +96,33 @@ fn multi_chunk_file_with_1_to_16_connections() {
 
 #[test]
 fn wrong_sha256_exits_3_and_leaves_nothing() {
+    // The repair fetches every stretch once more (its budget: the file's size), finds that
+    // the server serves these bytes, and says so.
     let size = 300 * KIB;
     Scenario::new(FileSpec::new("/img.bin", size, 5))
         .args(&["--chunk-size", "64KiB", "--sha256", WRONG_SHA256])
         .expect(
             Expect::failure(3)
                 .part_kept(false)
+                .served(2 * size..=2 * size + 64 * KIB)
+                .stderr_has("checksum")
+                .stderr_has("the server serves these bytes"),
+        );
+    // Without repair, the mismatch is the error at once.
+    Scenario::new(FileSpec::new("/img.bin", size, 5))
+        .args(&[
+            "--chunk-size",
+            "64KiB",
+            "--sha256",
+            WRONG_SHA256,
+            "--repair-budget",
+            "0",
+        ])
+        .expect(
+            Expect::failure(3)
+                .part_kept(false)
                 .served(size..=size + 64 * KIB)
-                .stderr_has("checksum"),
+                .stderr_has("repair is off"),
         );
 }
 

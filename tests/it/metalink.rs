@@ -455,3 +455,121 @@ fn a_missing_metalink_file_is_exit_2() {
         run.describe()
     );
 }
+
+/// Issue 18: with piece hashes, a mirror that flips bytes is caught piece by piece as the
+/// pieces land, dropped, and its bad pieces fetched again from the good one: the whole
+/// download costs under 1.1× the file, and the final whole-file check is a formality.
+#[test]
+fn piece_hashes_catch_a_bad_mirror_as_pieces_land() {
+    use rangefetch_testserver::{Fault, FaultRule};
+    // Dropping the bad mirror costs what its connections had in flight (at most a 1 MiB
+    // request each) plus its bad pieces fetched again: a few MiB, whatever the file's size.
+    let size = 64 * MIB;
+    let spec = FileSpec::new("/img.bin", size, 402);
+    let bytes = content(&spec);
+    let good = TestServer::serve(spec.clone());
+    let flips = (1..64)
+        .map(|k| {
+            FaultRule::always(Fault::FlipByte {
+                offset: k * MIB + 11,
+            })
+        })
+        .collect();
+    let bad = crate::support::start_server(vec![spec.clone()], flips);
+    let sha256 = spec.sha256_hex();
+    let document = Meta4 {
+        name: "disk.img",
+        size: Some(size),
+        sha256: Some(&sha256),
+        urls: vec![(good.url("/img.bin"), 1), (bad.url("/img.bin"), 1)],
+        pieces: Some((MIB as usize, &bytes)),
+    }
+    .render();
+    let root = tempdir();
+    let work = workdir(root.path(), "disk.img.meta4", document.as_bytes());
+    let run = run(
+        &work,
+        &[
+            "get",
+            "disk.img.meta4",
+            "--chunk-size",
+            "1MiB",
+            "-c",
+            "4",
+            "--json",
+        ],
+    );
+    assert_eq!(run.code(), 0, "\n{}", run.describe());
+    assert_eq!(sha256_file(&work.join("disk.img")), sha256);
+    let served = settled_body_bytes(&good) + settled_body_bytes(&bad);
+    eprintln!(
+        "piece hashes, one bad mirror: served {:.3}× the file",
+        served as f64 / size as f64
+    );
+    assert!(
+        served * 10 < size * 11,
+        "{served} bytes served for a {size}-byte file ({:.3}×, under 1.1× allowed)\n{}",
+        served as f64 / size as f64,
+        run.describe()
+    );
+    assert!(
+        settled_body_bytes(&bad) > 0 && run.stdout.contains("does not have its published hash"),
+        "the bad mirror served nothing, or no piece was caught\n{}",
+        run.describe()
+    );
+    assert!(
+        !run.stdout.contains("looking for the bad stretches"),
+        "the final check needed a repair: pieces were not caught as they landed\n{}",
+        run.describe()
+    );
+}
+
+/// RFC 6249: a `Link: <…>; rel=duplicate` header on the primary's response names mirrors;
+/// they are probed like any mirror and serve part of the file.
+#[test]
+fn link_rel_duplicate_headers_become_mirrors() {
+    use rangefetch_testserver::{Fault, FaultRule};
+    let size = 16 * MIB;
+    let spec = FileSpec::new("/img.bin", size, 403);
+    let mirror = TestServer::serve(spec.clone());
+    let link = format!("<{}>; rel=duplicate; pri=1", mirror.url("/img.bin"));
+    let primary = crate::support::start_server(
+        vec![spec.clone()],
+        vec![FaultRule::always(Fault::SetHeader {
+            name: "Link".to_owned(),
+            value: link,
+        })],
+    );
+    let sha256 = spec.sha256_hex();
+    let root = tempdir();
+    let run = run(
+        root.path(),
+        &[
+            "get",
+            &primary.url("/img.bin"),
+            "--sha256",
+            &sha256,
+            "--chunk-size",
+            "1MiB",
+            "-c",
+            "4",
+            "--json",
+        ],
+    );
+    assert_eq!(run.code(), 0, "\n{}", run.describe());
+    assert_eq!(sha256_file(&root.path().join("img.bin")), sha256);
+    assert!(run.stdout.contains("rel=duplicate"), "\n{}", run.describe());
+    assert!(
+        mirror
+            .requests()
+            .iter()
+            .any(|r| r.range.as_deref() == Some("bytes=0-1")),
+        "the named mirror was never probed\n{}",
+        run.describe()
+    );
+    assert!(
+        settled_body_bytes(&mirror) > 2,
+        "the named mirror served no part of the file\n{}",
+        run.describe()
+    );
+}

@@ -528,3 +528,23 @@ fn socks5_from_all_proxy_with_credentials_never_shown() {
         refused.describe()
     );
 }
+
+#[test]
+fn a_list_takes_each_files_proxy_from_the_environment() {
+    // With -i there is no URL operand: the proxy variables apply per file, by its URL.
+    let server = plain_server();
+    let proxy = Tinyproxy::start(&TinyproxyOptions::default());
+    let dir = crate::support::tempdir();
+    let list = format!("{}  {} one.bin\n", expected(), server.url("/img.bin"));
+    std::fs::write(dir.path().join("list.txt"), list).expect("write the list");
+    let mark = proxy.log_mark();
+    let run = crate::support::binary::spawn_env(
+        dir.path(),
+        &["get", "-i", "list.txt", "--chunk-size", CHUNK],
+        Some(&server),
+        &[("HTTP_PROXY", &proxy.url())],
+    )
+    .wait();
+    assert_eq!(run.code(), 0, "{}", run.describe());
+    assert_went_through(&proxy, mark, &server, &run);
+}

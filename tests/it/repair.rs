@@ -38,6 +38,10 @@ fn a_mirror_that_flips_bytes_is_repaired_named_and_costs_under_twice_the_file() 
         .expect(Expect::success(&hash));
     let served = good.body_bytes_sent() + bad.body_bytes_sent();
     let first_pass_from_mirror = bad.body_bytes_sent();
+    eprintln!(
+        "repair, one flipping mirror: served {:.3}× the file",
+        served as f64 / size as f64
+    );
     assert!(
         first_pass_from_mirror > 0,
         "the mirror served nothing\n{}",

@@ -20,6 +20,8 @@ use crate::event::{Event, EventSink};
 use crate::fetch::{FetchPolicy, Fetcher, PoolLimits};
 use crate::journal::Journal;
 use crate::limit::{ConnectionBudget, RateLimit};
+use crate::piece_check::PieceCheck;
+use crate::pieces::PieceHashes;
 use crate::plan::{Scheduler, TakeOver};
 use crate::pool::{Growth, Pool};
 use crate::probe::{FirstBody, Remote, probe};
@@ -328,6 +330,7 @@ pub struct DownloadBuilder {
     events: Option<EventSink>,
     cancel: CancelToken,
     cache: Option<Cache>,
+    pieces: Option<PieceHashes>,
 }
 
 #[derive(Clone, Default)]
@@ -375,6 +378,7 @@ pub struct Download {
     events: Option<EventSink>,
     cancel: CancelToken,
     cache: Option<Cache>,
+    pieces: Option<PieceHashes>,
 }
 
 impl Download {
@@ -389,6 +393,7 @@ impl Download {
             events: None,
             cancel: CancelToken::new(),
             cache: None,
+            pieces: None,
         }
     }
 }
@@ -472,6 +477,15 @@ impl DownloadBuilder {
         self
     }
 
+    /// Reference piece hashes (a Metalink's `<pieces>`): each piece is
+    /// checked the moment its last byte is written, and one that fails is
+    /// fetched again from another source at once. A list that does not fit
+    /// the size the server reports is set aside with a notice.
+    pub fn piece_hashes(mut self, pieces: PieceHashes) -> Self {
+        self.pieces = Some(pieces);
+        self
+    }
+
     /// Uses a verified, content-addressed cache: with an expected hash, a
     /// cached copy is re-verified and placed at the output without any
     /// request; a verified download is added to it; and when the network
@@ -527,6 +541,7 @@ impl DownloadBuilder {
             events: self.events,
             cancel: self.cancel,
             cache: self.cache,
+            pieces: self.pieces,
         })
     }
 }
@@ -908,8 +923,29 @@ impl Download {
             let _ = std::fs::remove_file(state_path);
             None
         };
-        let hasher = start_hasher(&part, checked.and_then(|c| c.hash_from))?;
-        hasher.advance(done.prefix_end());
+        let pieces = match (&self.pieces, remote.total) {
+            (Some(pieces), Some(total)) if ranged => match pieces.fit(total) {
+                Ok(()) => Some(PieceCheck::new(pieces.clone(), total)),
+                Err(error) => {
+                    self.emit(Event::Notice {
+                        message: format!("not using the piece hashes: {error}"),
+                    });
+                    None
+                }
+            },
+            _ => None,
+        };
+        // With piece hashes, what an earlier run hashed is hashed again: its
+        // pieces are checked first, and the hasher follows only what passed.
+        let hash_from = if pieces.is_some() {
+            None
+        } else {
+            checked.and_then(|c| c.hash_from)
+        };
+        let hasher = start_hasher(&part, hash_from)?;
+        if pieces.is_none() {
+            hasher.advance(done.prefix_end());
+        }
         counters.bytes.store(resumed_bytes, Ordering::Relaxed);
         let ticker = Ticker::start(Arc::clone(&counters), remote.total, self.events.clone());
         let transfer_started = Instant::now();
@@ -926,8 +962,10 @@ impl Download {
                 expected_hash: self.sha256.is_some(),
                 timeout: self.probe_timeout(),
             };
-            let mirrors = &self.urls[primary_idx + 1..];
-            sources.extend(probe_mirrors(client, mirrors, primary, events).await);
+            let mut mirrors = self.urls[primary_idx + 1..].to_vec();
+            let named = self.named_mirrors(&remote, &mirrors);
+            mirrors.extend(named);
+            sources.extend(probe_mirrors(client, &mirrors, primary, events).await);
         }
         if journal_says_etag_unstable && sources[0].set_etag_unstable() {
             sources[0]
@@ -949,6 +987,7 @@ impl Download {
             journal,
             block_size: resume::block_size(remote.total.unwrap_or(0)),
             served: std::sync::Mutex::new(Vec::new()),
+            pieces,
             rate: self.config.rate_limit.clone(),
             budget: self
                 .config
@@ -956,6 +995,29 @@ impl Download {
                 .clone()
                 .map(|budget| (budget, budget_host(url))),
         });
+        if let Some(check) = &fetcher.pieces {
+            // What an earlier run wrote is checked against the pieces before
+            // anything is fetched; a piece that fails is fetched again.
+            for range in done.ranges() {
+                let bad = check.wrote(&fetcher.part, *range).map_err(|e| {
+                    Error::io(format!("cannot read {}", fetcher.part.path().display()), e)
+                })?;
+                for piece in bad {
+                    self.emit(Event::Notice {
+                        message: format!(
+                            "piece {} (bytes {}) kept from an earlier run does not have its published hash; fetching it again",
+                            piece.index, piece.range
+                        ),
+                    });
+                    counters
+                        .bytes
+                        .fetch_sub(piece.range.len(), Ordering::Relaxed);
+                    fetcher.plan().refetch(piece.range);
+                }
+            }
+            let written = fetcher.plan().written().prefix_end();
+            fetcher.hasher.advance(written.min(check.verified_prefix()));
+        }
         let fetch = async {
             match first {
                 FirstBody::Empty => Ok((0, 1)),
@@ -1023,6 +1085,38 @@ impl Download {
         })
     }
 
+    /// The mirrors the primary's response names (`Link: rel=duplicate`)
+    /// that are not among the URLs given, said once. They are probed like
+    /// any mirror: a size or validator of their own keeps them out (and
+    /// without an expected hash, another origin only stands by).
+    fn named_mirrors(&self, remote: &Remote, given: &[Url]) -> Vec<Url> {
+        let mut named = Vec::new();
+        for raw in &remote.duplicates {
+            let Ok(url) = parse_url(raw) else { continue };
+            let known = self
+                .urls
+                .iter()
+                .chain(given)
+                .chain(&named)
+                .any(|u| *u == url)
+                || url == remote.url;
+            if !known {
+                named.push(url);
+            }
+        }
+        if !named.is_empty() {
+            let shown: Vec<String> = named.iter().map(redact_url).collect();
+            self.emit(Event::Notice {
+                message: format!(
+                    "the server names {} mirror(s) of this file (Link: rel=duplicate): {}",
+                    named.len(),
+                    shown.join(", ")
+                ),
+            });
+        }
+        named
+    }
+
     /// The finished file has another hash than `expected`: repair it (see
     /// [`crate::repair`]) within the budget, and say what was wrong. On
     /// failure the part file and journal go, as for any mismatch.
@@ -1035,6 +1129,9 @@ impl Download {
         let total = fetcher.total.unwrap_or(0);
         let budget = self.config.repair_budget.unwrap_or(total);
         if budget == 0 {
+            // As for any mismatch nothing repairs: the bytes are not the file.
+            let _ = std::fs::remove_file(fetcher.part.path());
+            let _ = std::fs::remove_file(state_path(&self.output));
             return Err(Error::new(
                 ErrorKind::ChecksumMismatch,
                 format!("checksum mismatch: expected sha256 {expected} (repair is off)"),

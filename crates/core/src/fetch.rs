@@ -24,6 +24,7 @@ use crate::error::{Error, ErrorKind, Result, redact_url};
 use crate::event::{Event, EventSink};
 use crate::journal::Block;
 use crate::limit::{ConnectionBudget, Permit, RateLimit};
+use crate::piece_check::{BadPiece, MAX_PIECE_FAILURES, PieceCheck};
 use crate::plan::{Assignment, Scheduler, TakeOver, TaskId};
 use crate::pool::{Growth, Pool, Resize};
 use crate::probe::probe;
@@ -99,6 +100,8 @@ pub(crate) struct Fetcher {
     pub block_size: u64,
     /// Where every written stretch came from, in the order written.
     pub served: Mutex<Vec<Served>>,
+    /// Reference piece hashes, checked as pieces land.
+    pub pieces: Option<PieceCheck>,
     /// The bandwidth cap, if any.
     pub rate: Option<RateLimit>,
     /// The batch's connection budget and the host this download counts
@@ -426,6 +429,74 @@ impl Fetcher {
         Ok((total, peak))
     }
 
+    /// Pieces that failed their reference hash go back to the plan; the
+    /// sources that served them (other than the last one left) are dropped.
+    /// A piece failing [`MAX_PIECE_FAILURES`] times fails the download.
+    pub(crate) fn bad_pieces(&self, bad: &[BadPiece], writer: Writer) -> Result<()> {
+        for piece in bad {
+            let mut culprits = vec![writer.source];
+            culprits.extend(
+                self.served
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .iter()
+                    .filter(|served| {
+                        served.range.start < piece.range.end && piece.range.start < served.range.end
+                    })
+                    .map(|served| served.source),
+            );
+            culprits.sort_unstable();
+            culprits.dedup();
+            // Only a source that served the whole piece is known to have
+            // served bad bytes; a piece of several sources is fetched again
+            // without blaming any (the next failure will tell).
+            let blamed = if culprits.len() == 1 {
+                culprits.clone()
+            } else {
+                Vec::new()
+            };
+            let named: Vec<String> = culprits
+                .iter()
+                .map(|&idx| redact_url(&self.sources[idx].original))
+                .collect();
+            let message = format!(
+                "piece {} (bytes {}) does not have its published hash; served by {}",
+                piece.index,
+                piece.range,
+                named.join(", ")
+            );
+            warn!("{message}");
+            if piece.failures >= MAX_PIECE_FAILURES {
+                self.plan().abort();
+                return Err(Error::new(
+                    ErrorKind::ChecksumMismatch,
+                    format!("{message}; it failed {} times", piece.failures),
+                )
+                .permanent());
+            }
+            self.emit(Event::Notice {
+                message: format!("{message}; fetching it again"),
+            });
+            let error = Error::new(
+                ErrorKind::RemoteChanged,
+                format!(
+                    "served bytes failing piece {}'s published hash",
+                    piece.index
+                ),
+            );
+            for idx in blamed {
+                if self.sources.has_others(idx) {
+                    self.drop_source(idx, &error);
+                }
+            }
+            self.counters
+                .bytes
+                .fetch_sub(piece.range.len(), Ordering::Relaxed);
+            self.plan().refetch(piece.range);
+        }
+        Ok(())
+    }
+
     /// Adds a connection to the pool, if the batch's budget has room for
     /// it; returns whether it did.
     fn spawn_worker(self: &Arc<Self>, workers: &mut JoinSet<Result<()>>, seed: u64) -> bool {
@@ -731,6 +802,16 @@ impl Fetcher {
             else {
                 break;
             };
+            if !source.alive.load(Ordering::Relaxed) {
+                // Dropped meanwhile (its bytes failed a piece hash, it kept
+                // failing): what is still in flight from it is not wanted;
+                // the rest of the range goes to another source.
+                return Err(Error::new(
+                    ErrorKind::RemoteChanged,
+                    "source dropped while its response was streaming",
+                )
+                .with_url(&url));
+            }
             let now = Instant::now();
             source.busy_nanos.fetch_add(
                 now.duration_since(last).as_nanos() as u64,
@@ -775,12 +856,24 @@ impl Fetcher {
                         .start_writeback(block_end - WRITEBACK_BLOCK, WRITEBACK_BLOCK);
                 }
                 let frontier = self.plan().mark_written(claimed);
-                if let Some(frontier) = frontier {
-                    self.hasher.advance(frontier);
-                }
                 self.counters
                     .bytes
                     .fetch_add(claimed.len(), Ordering::Relaxed);
+                match &self.pieces {
+                    Some(check) => {
+                        let bad = check.wrote(&self.part, claimed).map_err(|e| {
+                            Error::io(format!("cannot read {}", self.part.path().display()), e)
+                        })?;
+                        self.bad_pieces(&bad, writer)?;
+                        let written = self.plan().written().prefix_end();
+                        self.hasher.advance(written.min(check.verified_prefix()));
+                    }
+                    None => {
+                        if let Some(frontier) = frontier {
+                            self.hasher.advance(frontier);
+                        }
+                    }
+                }
             }
         }
         if offset == expected.end {

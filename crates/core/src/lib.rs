@@ -99,7 +99,8 @@ mod progress;
 mod store;
 // The engine's own files: the claim on the output, opening the part file.
 mod claim;
-// Stage 5: streaming SHA-256.
+// Stage 5: streaming SHA-256, and reference piece hashes as pieces land.
+mod piece_check;
 mod verify;
 // The journal, appended block by block, and the resume check.
 mod resume;

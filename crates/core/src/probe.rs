@@ -44,6 +44,9 @@ pub struct Remote {
     /// The file's SHA-256 as the response's headers state it (digest.rs):
     /// usually none, more than one only when they disagree.
     pub digests: Vec<crate::digest::ServerDigest>,
+    /// Mirrors the response names (`Link: <…>; rel=duplicate`, RFC 6249),
+    /// best first; they serve only after their own probe agrees.
+    pub duplicates: Vec<String>,
 }
 
 /// The probe response's body, which the fetch stage consumes.
@@ -131,6 +134,16 @@ pub(crate) async fn probe(
                 encoded: content_coding(headers).is_some(),
             },
         ),
+        duplicates: crate::metalink::duplicate_links(
+            headers
+                .get_all(header::LINK)
+                .iter()
+                .filter_map(|value| value.to_str().ok()),
+            final_url.as_str(),
+        )
+        .into_iter()
+        .map(|link| link.url)
+        .collect(),
     };
     let protocol = |message: String| Error::new(ErrorKind::Protocol, message).with_url(&final_url);
     match response.status() {

@@ -181,6 +181,28 @@ impl RangeSet {
         self.ranges.splice(first..last, std::iter::once(merged));
     }
 
+    /// Takes `range` out of the set (a range found bad, to be written
+    /// again).
+    pub fn remove(&mut self, range: ByteRange) {
+        if range.is_empty() {
+            return;
+        }
+        let mut kept = Vec::with_capacity(self.ranges.len() + 1);
+        for r in self.ranges.drain(..) {
+            if r.end <= range.start || range.end <= r.start {
+                kept.push(r);
+                continue;
+            }
+            if r.start < range.start {
+                kept.push(ByteRange::new(r.start, range.start));
+            }
+            if range.end < r.end {
+                kept.push(ByteRange::new(range.end, r.end));
+            }
+        }
+        self.ranges = kept;
+    }
+
     /// The ranges, sorted, disjoint and non-adjacent.
     pub fn ranges(&self) -> &[ByteRange] {
         &self.ranges
