@@ -11,8 +11,10 @@
 //! The verdict is the origin's bytes and the hashes. The time of the slowest of the eight
 //! against one client alone (through the same cache, cold for its own file) is printed as a
 //! measurement and NOT asserted: both runs share this machine with whatever else runs, and a
-//! burst of load during one of them moves the ratio; the README and `docs/site-cache.md` quote
-//! these printed figures (`cargo nextest run --test it -E 'test(/site_cache/)' --no-capture`).
+//! burst of load during one of them moves the ratio (0.5–1.3 over runs of the nginx test on a
+//! busy 2-core machine). The README and `docs/site-cache.md` quote these printed figures
+//! (`cargo nextest run --test it -E 'test(/site_cache/)' --no-capture`), and beside them the same
+//! setup driven by hand without `--rotate` and with aria2c.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
