@@ -979,7 +979,10 @@ impl Download {
             total: remote.total,
             started: Instant::now(),
             part,
-            scheduler: std::sync::Mutex::new(plan(&self.config, remote.total, &done)),
+            scheduler: std::sync::Mutex::new(
+                plan(&self.config, remote.total, &done)
+                    .steal_horizon(Growth::window_for(remote.latency)),
+            ),
             hasher,
             counters: Arc::clone(&counters),
             policy: self.fetch_policy(),

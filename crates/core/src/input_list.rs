@@ -206,7 +206,8 @@ pub enum InputListError {
     },
 }
 
-/// Parses a list; see the [module documentation](self) for the format.
+/// Parses a `get -i` list: one file per line, `[HASH [*]]URL [MIRROR...] [PATH]`,
+/// `#` comments and blank lines skipped (docs/CONTRACT.md has the whole format).
 pub fn parse_input_list(list: &[u8]) -> Result<Vec<InputEntry>, InputListError> {
     if list.len() > MAX_LIST_BYTES {
         return Err(InputListError::TooLarge {
@@ -468,7 +469,8 @@ mod tests {
     #[test]
     fn malformed_lines_name_their_line_and_never_echo_the_url() {
         let secret = "http://user:hunter2@h/f?sig=s3cret";
-        let cases: Vec<(String, fn(&InputListError) -> bool)> = vec![
+        type Case = (String, fn(&InputListError) -> bool);
+        let cases: Vec<Case> = vec![
             ("deadbeef http://h/f".into(), |e| {
                 matches!(e, InputListError::BadHash { line: 2, .. })
             }),

@@ -1397,7 +1397,8 @@ mod tests {
 
     #[test]
     fn malformed_documents_are_typed_errors() {
-        let cases: [(&str, fn(&MetalinkError) -> bool); 12] = [
+        type Case = (&'static str, fn(&MetalinkError) -> bool);
+        let cases: [Case; 12] = [
             ("", |e| matches!(e, MetalinkError::NotMetalink { .. })),
             ("<metalink>", |e| {
                 matches!(e, MetalinkError::NotMetalink { .. })
@@ -1486,9 +1487,7 @@ mod tests {
             parse(&long_url),
             Err(MetalinkError::TextTooLong { .. })
         ));
-        let out_of_order = format!(
-            r#"<metalink xmlns="http://www.metalinker.org/"><files><file name="a"><verification><pieces length="1" type="sha1"><hash piece="1">a9993e364706816aba3e25717850c26c9cd0d89d</hash></pieces></verification></file></files></metalink>"#
-        );
+        let out_of_order = r#"<metalink xmlns="http://www.metalinker.org/"><files><file name="a"><verification><pieces length="1" type="sha1"><hash piece="1">a9993e364706816aba3e25717850c26c9cd0d89d</hash></pieces></verification></file></files></metalink>"#.to_owned();
         assert!(matches!(
             parse(&out_of_order),
             Err(MetalinkError::BadPieces { .. })

@@ -80,6 +80,9 @@ pub struct Scheduler {
     next_id: u64,
     /// Time since the download started, as last told by the caller.
     now: Duration,
+    /// A task expected to finish sooner than this is not stolen from (see
+    /// [`Scheduler::steal_horizon`]).
+    steal_horizon: Duration,
 }
 
 impl Scheduler {
@@ -105,7 +108,20 @@ impl Scheduler {
             written,
             next_id: 0,
             now: Duration::ZERO,
+            steal_horizon: Duration::ZERO,
         }
+    }
+
+    /// No steal from a task that, at the rate it has delivered so far, will
+    /// finish within `horizon`. A steal throws away whatever of the far half
+    /// the server already sent (on a fast link, nearly all of it: socket
+    /// buffers hold megabytes), so it pays only when the victim would take
+    /// long to get there itself. A task that has delivered nothing yet may
+    /// always be stolen from. Zero (the default) steals whenever a piece of
+    /// `2 × min_piece` is left.
+    pub fn steal_horizon(mut self, horizon: Duration) -> Self {
+        self.steal_horizon = horizon;
+        self
     }
 
     /// Cuts pieces and steals only at multiples of `align` bytes (or at the
@@ -262,6 +278,14 @@ impl Scheduler {
         let remaining = task.end - task.cursor;
         if remaining < 2 * self.min_piece {
             return None;
+        }
+        let age = self.now.saturating_sub(task.started).as_secs_f64();
+        if task.claimed > 0 && age > 0.0 {
+            let rate = task.claimed as f64 / age;
+            let eta = remaining as f64 / rate;
+            if eta < self.steal_horizon.as_secs_f64() {
+                return None;
+            }
         }
         let end = task.end;
         // The aligned boundary at or below the middle: with at least one
@@ -462,6 +486,29 @@ mod tests {
             rest.iter().rev().take(4).all(|&size| size == mib),
             "{sizes:?}"
         );
+    }
+
+    #[test]
+    fn a_task_about_to_finish_is_not_stolen_from_within_the_horizon() {
+        let mib = 1 << 20;
+        let mut plan = fresh(8 * mib, 8 * mib, mib).steal_horizon(Duration::from_millis(500));
+        let a = plan.next_assignment().expect("first");
+        // 1 MiB in 10 ms: the 7 MiB left take 70 ms, inside the horizon.
+        plan.set_now(Duration::from_millis(10));
+        assert_eq!(plan.claim(a.id, mib).len(), mib);
+        assert!(
+            plan.next_assignment().is_none(),
+            "stole from a task about to finish"
+        );
+        // 1 MiB in 1 s: 7 s left, far past it: the far half is stolen.
+        plan.set_now(Duration::from_secs(1));
+        let stolen = plan.next_assignment().expect("a steal");
+        assert!(stolen.stolen);
+        // Nothing delivered yet (a stalled request): always stealable.
+        let mut plan = fresh(8 * mib, 8 * mib, mib).steal_horizon(Duration::from_secs(60));
+        plan.next_assignment().expect("first");
+        plan.set_now(Duration::from_millis(10));
+        assert!(plan.next_assignment().is_some_and(|s| s.stolen));
     }
 
     #[test]

@@ -148,7 +148,7 @@ async fn a_cancelled_run_says_what_it_kept_and_the_next_resumes_from_it() {
     let kept = error
         .kept_bytes()
         .expect("a cancelled download says what it kept");
-    assert!(kept >= 3 * MIB && kept < 16 * MIB, "kept {kept}");
+    assert!((3 * MIB..16 * MIB).contains(&kept), "kept {kept}");
     let last = last_progress(&events.lock().expect("events")).expect("progress");
     assert_eq!(
         last.0, kept,
