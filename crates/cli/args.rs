@@ -93,6 +93,10 @@ pub struct Transfer {
     /// Drop a connection that receives no byte for this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 20.0, value_parser = parse_seconds)]
     pub stall_timeout: f64,
+    /// Wait this many seconds for a response to begin (headers and first byte)
+    /// [default: --stall-timeout; through a proxy at least 60, as a filling cache holds answers back].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub first_byte_timeout: Option<f64>,
     /// TCP + TLS connect timeout in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 15.0, value_parser = parse_seconds)]
     pub connect_timeout: f64,

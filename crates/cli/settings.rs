@@ -77,6 +77,7 @@ fn transfer_settings(
         config.headers.push(name, value);
     }
     config.user_agent = args.user_agent.clone();
+    config.first_byte_timeout = args.first_byte_timeout.map(Duration::from_secs_f64);
     config.repair_budget = args.repair_budget;
     config.proxy_flavor = match args.proxy_flavor {
         Flavor::Plain => ProxyFlavor::Plain,

@@ -54,6 +54,13 @@ pub struct Config {
     pub stall_timeout: Duration,
     /// TCP + TLS connect timeout.
     pub connect_timeout: Duration,
+    /// How long a response may take to begin — its headers and its first
+    /// body byte — before the request is dropped and retried; after the
+    /// first byte the stall timeout counts. `None`: the stall timeout, or
+    /// through a proxy at least [`Config::CACHE_FIRST_BYTE`], since a cache
+    /// filling a slice for another client holds the answer back until it
+    /// has it (the shipped nginx recipe's `proxy_cache_lock_timeout`).
+    pub first_byte_timeout: Option<Duration>,
     /// How chunk bytes are written to the part file.
     pub write_mode: WriteMode,
     /// Proxy for all requests; `None` means a direct connection (the engine
@@ -127,6 +134,21 @@ impl ProxyFlavor {
     pub const DRAGONFLY_CONNECTIONS: usize = 8;
 }
 
+impl Config {
+    /// The least first-byte timeout through a proxy (see
+    /// [`Config::first_byte_timeout`]).
+    pub const CACHE_FIRST_BYTE: Duration = Duration::from_secs(60);
+
+    /// The first-byte timeout in force.
+    pub(crate) fn first_byte(&self) -> Duration {
+        match self.first_byte_timeout {
+            Some(timeout) => timeout,
+            None if self.proxy.is_some() => self.stall_timeout.max(Self::CACHE_FIRST_BYTE),
+            None => self.stall_timeout,
+        }
+    }
+}
+
 /// Request headers a caller adds to every request: name and value pairs,
 /// in order, repeated names allowed. `Debug` shows the names only.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -185,6 +207,11 @@ impl Config {
     /// Sets [`Config::stall_timeout`].
     pub fn stall_timeout(mut self, timeout: Duration) -> Self {
         self.stall_timeout = timeout;
+        self
+    }
+    /// Sets [`Config::first_byte_timeout`].
+    pub fn first_byte_timeout(mut self, timeout: Duration) -> Self {
+        self.first_byte_timeout = Some(timeout);
         self
     }
     /// Sets [`Config::connect_timeout`].
@@ -272,6 +299,7 @@ impl Default for Config {
             min_piece: 1 << 20,
             retries: 5,
             stall_timeout: Duration::from_secs(20),
+            first_byte_timeout: None,
             connect_timeout: Duration::from_secs(15),
             write_mode: WriteMode::Pwrite,
             proxy: None,
@@ -628,12 +656,12 @@ impl Download {
         }
     }
 
-    /// How long the probes wait for response headers: the stall timeout,
-    /// like every other request (a server that accepts and never answers
-    /// is a stalled one). The connect itself is bounded by the connect
-    /// timeout too.
+    /// How long the probes wait for response headers: the first-byte
+    /// timeout, like every other request (a server that accepts and never
+    /// answers is a stalled one). The connect itself is bounded by the
+    /// connect timeout too.
     fn probe_timeout(&self) -> Duration {
-        self.config.stall_timeout
+        self.config.first_byte()
     }
 
     /// Runs the download to completion.
@@ -1214,6 +1242,7 @@ impl Download {
             retries: self.config.retries,
             download_retries: self.config.download_retries,
             stall_timeout: self.config.stall_timeout,
+            first_byte_timeout: self.config.first_byte(),
             backoff: Backoff::DEFAULT,
             take_over: TakeOver {
                 min_age: Duration::from_secs(2),

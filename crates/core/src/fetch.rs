@@ -43,6 +43,8 @@ pub(crate) struct FetchPolicy {
     pub retries: u32,
     pub download_retries: u64,
     pub stall_timeout: Duration,
+    /// The wait for a response's headers and first body byte.
+    pub first_byte_timeout: Duration,
     pub backoff: Backoff,
     pub take_over: TakeOver,
     /// How long an idle connection waits before looking for work again
@@ -637,7 +639,7 @@ impl Fetcher {
             &self.client,
             &source.original,
             small,
-            self.policy.stall_timeout,
+            self.policy.first_byte_timeout,
         )
         .await
         {
@@ -680,7 +682,7 @@ impl Fetcher {
         if let Some(validator) = source.if_range(mode) {
             request = request.header(header::IF_RANGE, validator);
         }
-        let response = send_within(request, self.policy.stall_timeout, &url).await?;
+        let response = send_within(request, self.policy.first_byte_timeout, &url).await?;
         let got = self.check_response(idx, &url, &response, want, mode)?;
         self.stream_body(id, writer, got, response).await
     }
@@ -797,11 +799,14 @@ impl Fetcher {
         let mut offset = expected.start;
         let mut block = OpenBlock::new(self, writer, offset);
         let mut last = Instant::now();
+        // Until the first byte the first-byte timeout counts (a cache may
+        // still be filling), then the stall timeout.
+        let mut wait = self.policy.first_byte_timeout;
         while offset < expected.end {
-            let Some(chunk) = next_chunk(&mut response, self.policy.stall_timeout, &url).await?
-            else {
+            let Some(chunk) = next_chunk(&mut response, wait, &url).await? else {
                 break;
             };
+            wait = self.policy.stall_timeout;
             if !source.alive.load(Ordering::Relaxed) {
                 // Dropped meanwhile (its bytes failed a piece hash, it kept
                 // failing): what is still in flight from it is not wanted;

@@ -344,7 +344,7 @@ async fn fetch(
     if let Some(validator) = source.if_range(mode) {
         request = request.header(header::IF_RANGE, validator);
     }
-    let mut response = send_within(request, fetcher.policy.stall_timeout, &url).await?;
+    let mut response = send_within(request, fetcher.policy.first_byte_timeout, &url).await?;
     let got = fetcher.check_response(idx, &url, &response, range, mode)?;
     if got != range {
         return Err(Error::new(

@@ -65,7 +65,7 @@ async fn request_whole(fetcher: &Fetcher) -> Result<u64> {
         .client
         .get(url)
         .header(header::ACCEPT_ENCODING, "identity");
-    let response = send_within(request, fetcher.policy.stall_timeout, url).await?;
+    let response = send_within(request, fetcher.policy.first_byte_timeout, url).await?;
     if response.status() != StatusCode::OK {
         return Err(status_error(&response, url));
     }

@@ -29,3 +29,56 @@ fn a_server_that_never_answers_is_a_stall_of_the_stall_timeout() {
         run.describe()
     );
 }
+
+/// A cache filling a slice for another client holds the answer back: with a first-byte
+/// timeout longer than the hold, the request waits for it instead of being dropped and
+/// retried at the stall timeout; without one, it is retried (and still completes).
+#[test]
+fn a_first_byte_timeout_waits_out_a_cache_that_is_filling() {
+    use rangefetch_testserver::When;
+    let hold = || {
+        vec![FaultRule::new(
+            When::Nth(1),
+            Fault::DelayHeaders {
+                duration: Some(std::time::Duration::from_secs(4)),
+            },
+        )]
+    };
+    let retries = |run: &crate::support::Ran| -> u64 {
+        run.stdout
+            .lines()
+            .rev()
+            .find_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .and_then(|done| done["retries"].as_u64())
+            .unwrap_or(u64::MAX)
+    };
+    let args = [
+        "-c",
+        "1",
+        "--chunk-size",
+        "256KiB",
+        "--stall-timeout",
+        "2",
+        "--json",
+    ];
+    let waited = Scenario::new(FileSpec::new("/img.bin", MIB, 351))
+        .faults(hold())
+        .args(&args)
+        .args(&["--first-byte-timeout", "30"])
+        .expect(Expect::success_of_file().json());
+    assert_eq!(
+        retries(&waited),
+        0,
+        "the held request was retried\n{}",
+        waited.describe()
+    );
+    let dropped = Scenario::new(FileSpec::new("/img.bin", MIB, 351))
+        .faults(hold())
+        .args(&args)
+        .expect(Expect::success_of_file().json());
+    assert!(
+        retries(&dropped) >= 1,
+        "the held request was not dropped\n{}",
+        dropped.describe()
+    );
+}
