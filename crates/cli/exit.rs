@@ -42,6 +42,14 @@ impl Failure {
         }
     }
 
+    /// Whether the engine failed because the URL serves a Metalink
+    /// document rather than the file (see `Error::serves_metalink`).
+    pub fn serves_metalink(&self) -> bool {
+        self.error
+            .downcast_ref::<rangefetch_core::Error>()
+            .is_some_and(rangefetch_core::Error::serves_metalink)
+    }
+
     /// Adds fields to the `--json` `done` line this failure prints.
     pub fn json_fields(mut self, fields: serde_json::Map<String, serde_json::Value>) -> Self {
         self.json_fields = fields;

@@ -100,8 +100,17 @@ fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
 }
 
 async fn get(mut args: GetArgs) -> Result<(), Failure> {
+    match get_once(&mut args, false).await {
+        // The URL answered with a Metalink (by its Content-Type): download
+        // the file it describes instead, once.
+        Err(failure) if failure.serves_metalink() => get_once(&mut args, true).await,
+        other => other,
+    }
+}
+
+async fn get_once(args: &mut GetArgs, served_metalink: bool) -> Result<(), Failure> {
     // A Metalink operand rewrites the URLs and output to its file's.
-    let (settings, metalink) = metalink_input::settle(&mut args).await?;
+    let (settings, metalink) = metalink_input::settle(args, served_metalink).await?;
     let mut builder = Download::builder(args.urls[0].clone());
     for mirror in &args.urls[1..] {
         builder = builder.mirror(mirror.clone());

@@ -36,9 +36,19 @@ pub fn names_metalink(operand: &str) -> bool {
 /// The settings of `get`; when its first operand is a Metalink, `args`
 /// rewritten to the Metalink's file first (URLs, output), with the
 /// settings chosen for its first URL, and the Metalink's file.
-pub async fn settle(args: &mut GetArgs) -> Result<(GetSettings, Option<FromMetalink>), Failure> {
+///
+/// `served` says the first operand is a URL whose response was a Metalink
+/// (its `Content-Type`), whatever its name.
+pub async fn settle(
+    args: &mut GetArgs,
+    served: bool,
+) -> Result<(GetSettings, Option<FromMetalink>), Failure> {
     let settings = settings::for_get(args)?;
-    let Some(first) = args.urls.first().filter(|first| names_metalink(first)) else {
+    let Some(first) = args
+        .urls
+        .first()
+        .filter(|first| served || names_metalink(first))
+    else {
         return Ok((settings, None));
     };
     let source = first.clone();

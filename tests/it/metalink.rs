@@ -573,3 +573,61 @@ fn link_rel_duplicate_headers_become_mirrors() {
         run.describe()
     );
 }
+
+/// A URL whose name says nothing but whose response is a Metalink (`Content-Type:
+/// application/metalink4+xml`, as a mirror redirector's "latest" link answers): the file it
+/// describes is downloaded, verified, named by it.
+#[test]
+fn a_url_answering_with_a_metalink_content_type_is_read_as_one() {
+    use std::io::{BufRead, BufReader, Write};
+    let size = 4 * MIB;
+    let spec = FileSpec::new("/img.bin", size, 404);
+    let server = TestServer::serve(spec.clone());
+    let sha256 = spec.sha256_hex();
+    let document = Meta4 {
+        name: "latest.img",
+        size: Some(size),
+        sha256: Some(&sha256),
+        urls: vec![(server.url("/img.bin"), 1)],
+        pieces: None,
+    }
+    .render();
+    // A minimal HTTP/1.1 server answering every request with the document.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let answering = std::thread::spawn(move || {
+        let mut answered = 0;
+        for stream in listener.incoming().take(2) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/metalink4+xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                document.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(document.as_bytes());
+            answered += 1;
+        }
+        answered
+    });
+    let dir = tempdir();
+    let url = format!("http://127.0.0.1:{port}/download/latest?arch=amd64");
+    let run = run(dir.path(), &["get", &url, "--json"]);
+    assert_eq!(run.code(), 0, "\n{}", run.describe());
+    assert_eq!(sha256_file(&dir.path().join("latest.img")), sha256);
+    assert_eq!(run.json_summary()["verified"], true);
+    assert_eq!(
+        answering.join().expect("server thread"),
+        2,
+        "probe, then the document"
+    );
+    assert_eq!(
+        written(dir.path(), "none"),
+        [dir.path().join("latest.img")],
+        "only the output may be left"
+    );
+}

@@ -68,6 +68,7 @@ pub struct Error {
     attempts: u32,
     retry_after: Option<std::time::Duration>,
     permanent: bool,
+    metalink: bool,
     kept_bytes: Option<u64>,
     source: Option<Source>,
 }
@@ -83,6 +84,7 @@ impl Error {
             attempts: 0,
             retry_after: None,
             permanent: false,
+            metalink: false,
             kept_bytes: None,
             source: None,
         }
@@ -98,6 +100,19 @@ impl Error {
     pub(crate) fn with_retry_after(mut self, delay: Option<std::time::Duration>) -> Self {
         self.retry_after = delay;
         self
+    }
+
+    pub(crate) fn serving_metalink(mut self) -> Self {
+        self.metalink = true;
+        self
+    }
+
+    /// The URL answered with a Metalink document (`Content-Type:
+    /// application/metalink4+xml` or `application/metalink+xml`) instead
+    /// of the file: a caller that reads Metalinks fetches the document and
+    /// downloads the file it describes. Nothing was written.
+    pub fn serves_metalink(&self) -> bool {
+        self.metalink
     }
 
     pub(crate) fn with_kept_bytes(mut self, bytes: u64) -> Self {

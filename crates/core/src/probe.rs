@@ -146,6 +146,25 @@ pub(crate) async fn probe(
         .collect(),
     };
     let protocol = |message: String| Error::new(ErrorKind::Protocol, message).with_url(&final_url);
+    if response.status().is_success()
+        && let Some(kind) = header_str(headers, header::CONTENT_TYPE)
+            .and_then(crate::metalink::MetalinkVersion::from_media_type)
+    {
+        // A Metalink is a description of the file, not the file.
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "the URL serves a Metalink {} document, not the file itself",
+                match kind {
+                    crate::metalink::MetalinkVersion::V4 => "4",
+                    crate::metalink::MetalinkVersion::V3 => "3",
+                }
+            ),
+        )
+        .with_url(&final_url)
+        .serving_metalink()
+        .permanent());
+    }
     match response.status() {
         StatusCode::PARTIAL_CONTENT => {
             if let Some(coding) = content_coding(headers) {
