@@ -138,6 +138,17 @@ pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
                 "file too large",
             ));
         };
+        if on_tmpfs(file) {
+            // tmpfs allocates by zeroing every page up front (0.6 s of CPU
+            // per 2 GiB here, on the thread that starts the download), and
+            // the pages the download writes are allocated as they come
+            // anyway; the free-space check before this stands in for the
+            // reservation.
+            if file.metadata()?.len() < len {
+                file.set_len(len)?;
+            }
+            return Ok(());
+        }
         // SAFETY: a plain system call on a file descriptor we own; no memory
         // is passed to the kernel.
         let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, signed_len) };
@@ -151,6 +162,29 @@ pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
         file.set_len(len)?;
     }
     Ok(())
+}
+
+/// Whether `file` lives on tmpfs (Linux `fstatfs`).
+#[cfg(target_os = "linux")]
+fn on_tmpfs(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    /// `TMPFS_MAGIC` from `linux/magic.h`.
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let mut stats = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs writes a `statfs` into the buffer we pass, which is
+    // large enough for it, for a descriptor we own.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), stats.as_mut_ptr()) };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: fstatfs returned 0, so it initialised the struct.
+    let stats = unsafe { stats.assume_init() };
+    #[allow(
+        clippy::useless_conversion,
+        reason = "f_type is i64 on 64-bit glibc, narrower elsewhere"
+    )]
+    let kind = i64::from(stats.f_type);
+    kind == TMPFS_MAGIC
 }
 
 /// Whether an I/O error means the disk is full.
@@ -311,6 +345,25 @@ mod tests {
     /// The fast paths, on real files. The portable ones are exercised by
     /// `tests/portable.rs`, a process of its own, because the switch is
     /// process-wide and unit tests share one process.
+    /// On tmpfs the length is set without allocating (fallocate would zero
+    /// every page up front).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn tmpfs_is_sized_without_allocating() -> io::Result<()> {
+        let shm = std::path::Path::new("/dev/shm");
+        assert!(
+            shm.is_dir(),
+            "this test needs /dev/shm (tmpfs), which this machine lacks"
+        );
+        let dir = tempfile::tempdir_in(shm)?;
+        let file = open_no_follow(&dir.path().join("f"))?;
+        assert!(on_tmpfs(&file), "/dev/shm is not tmpfs here");
+        preallocate(&file, 64 << 20)?;
+        assert_eq!(file.metadata()?.len(), 64 << 20);
+        assert_eq!(allocated(&file)?, 0);
+        Ok(())
+    }
+
     #[test]
     fn fast_paths_store_and_lock() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
