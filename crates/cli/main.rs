@@ -43,10 +43,15 @@ fn main() -> ExitCode {
         Command::Image(args) => args.transfer.json,
         _ => false,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // Poll for I/O every 7 scheduler ticks instead of 61: part-file writes
+    // hold a worker for a few hundred microseconds each, and with the
+    // default a connection whose socket filled waited that long many times
+    // over, fell behind its peers, and had its range stolen with what it had
+    // in flight thrown away (512 MiB from loopback nginx, 16 runs each:
+    // bytes served up to 1.033x the file with 61, at most 1.010x with 7).
+    builder.event_interval(7);
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             let error = anyhow::Error::new(error).context("cannot start the async runtime");
