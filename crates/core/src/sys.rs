@@ -342,9 +342,6 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    /// The fast paths, on real files. The portable ones are exercised by
-    /// `tests/portable.rs`, a process of its own, because the switch is
-    /// process-wide and unit tests share one process.
     /// On tmpfs the length is set without allocating (fallocate would zero
     /// every page up front).
     #[cfg(target_os = "linux")]
@@ -364,6 +361,9 @@ mod tests {
         Ok(())
     }
 
+    /// The fast paths, on real files. The portable ones are exercised by
+    /// `tests/portable.rs`, a process of its own, because the switch is
+    /// process-wide and unit tests share one process.
     #[test]
     fn fast_paths_store_and_lock() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
