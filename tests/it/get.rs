@@ -10,7 +10,7 @@ use rangefetch_testserver::{Fault, FaultRule, FileSpec, TestServer};
 
 use crate::support::{
     Expect, KIB, MIB, Run, Scenario, WRONG_SHA256, assert_exit, run, sha256_bytes, sha256_file,
-    tempdir, with_suffix,
+    start_server, tempdir, with_suffix,
 };
 
 /// The chunk size of the boundary tests, small so that the files are too.
@@ -448,4 +448,75 @@ fn failed_download_leaves_an_existing_output_untouched() {
         .args(&["--chunk-size", "64KiB", "--sha256", WRONG_SHA256])
         .expect(Expect::failure(3).previous(&previous).part_kept(false));
     assert!(!with_suffix(&run.out, ".part").exists());
+}
+
+/// The nice value of each of `pid`'s threads, by thread name (`/proc/PID/task/*/stat`).
+fn thread_niceness(pid: u32) -> Vec<(String, i32)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut threads = Vec::new();
+    for task in tasks.flatten() {
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(task.path().join("comm")),
+            std::fs::read_to_string(task.path().join("stat")),
+        ) else {
+            continue;
+        };
+        // After the name's closing parenthesis: state, then fields 4 to 19 of proc(5);
+        // the nice value is field 19.
+        let nice = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(16))
+            .and_then(|nice| nice.parse().ok());
+        if let Some(nice) = nice {
+            threads.push((name.trim().to_owned(), nice));
+        }
+    }
+    threads
+}
+
+/// On a fast link the hash is the one sequential job, so the CLI runs its async runtime five
+/// steps nicer than the process and leaves the hasher threads (started from the main thread)
+/// at the process's priority.
+#[test]
+#[cfg(target_os = "linux")]
+fn the_hasher_keeps_the_process_priority_and_the_connections_run_below_it() {
+    let size = 16 * MIB;
+    let file = FileSpec::new("/img.bin", size, 20);
+    let server = start_server(
+        vec![file],
+        vec![FaultRule::always(Fault::Throttle { bytes_per_sec: MIB })],
+    );
+    let mut running = Scenario::on(&server, "/img.bin")
+        .args(&["-c", "2", "--chunk-size", "1MiB", "--json"])
+        .spawn();
+    let pid = running.pid();
+    let mut threads = Vec::new();
+    running.wait_until(
+        "the hasher and the runtime's threads",
+        Duration::from_secs(60),
+        || {
+            threads = thread_niceness(pid);
+            let has = |name: &str| threads.iter().any(|(thread, _)| thread == name);
+            has("rangefetch-sha") && has("rangefetch-hash") && has("tokio-rt-worker")
+        },
+    );
+    running.signal(libc::SIGINT);
+    running.expect(Expect::failure(130).part_kept(true).json());
+    let main = threads
+        .iter()
+        .find(|(name, _)| name == "rangefetch")
+        .map(|&(_, nice)| nice)
+        .unwrap_or_else(|| panic!("no main thread among {threads:?}"));
+    for (name, nice) in &threads {
+        let wanted = match name.as_str() {
+            "tokio-rt-worker" => (main + 5).min(19),
+            _ => main,
+        };
+        assert_eq!(
+            *nice, wanted,
+            "thread {name} (process at {main}): {threads:?}"
+        );
+    }
 }
