@@ -31,6 +31,10 @@ pub struct Run {
     /// here too, so a few tenths are normal; about one second per wall
     /// second means something else was running.
     pub other_cpu: Option<Duration>,
+    /// Busy CPU time of the whole machine during the run (every process,
+    /// softirq and steal included): divided by the cores, the shortest wall
+    /// time that work could have taken.
+    pub machine_cpu: Option<Duration>,
     /// Why the run does not count: exit status, timeout, wrong hash.
     pub failure: Option<String>,
     /// From rangefetch's `--json` events, for jobs that ask for them.
@@ -187,6 +191,9 @@ impl Runner {
             }
             _ => None,
         };
+        let machine_cpu = busy_before
+            .zip(busy_after)
+            .map(|(before, after)| Duration::from_secs_f64((after - before).max(0.0)));
         let failure = self.failure(job, status, timed_out, &lines);
         let events = job.json_events.then(|| event_timing(&lines));
         let _ = fs::remove_dir_all(&self.download_dir);
@@ -197,6 +204,7 @@ impl Runner {
             wall,
             resources,
             other_cpu,
+            machine_cpu,
             failure,
             events,
             served,

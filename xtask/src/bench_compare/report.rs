@@ -26,6 +26,8 @@ pub struct Summary {
     pub peak_rss_bytes: Option<u64>,
     pub peak_rss_max_bytes: Option<u64>,
     pub other_cpu: Option<Duration>,
+    /// The machine's busy CPU time during a run, median.
+    pub machine_cpu: Option<Duration>,
     /// Distinct failure reasons, in order of appearance.
     pub failures: Vec<String>,
     pub last_byte_to_verified: Option<Duration>,
@@ -80,6 +82,11 @@ impl Summary {
             other_cpu: median(
                 &ok.iter()
                     .filter_map(|run| run.other_cpu)
+                    .collect::<Vec<_>>(),
+            ),
+            machine_cpu: median(
+                &ok.iter()
+                    .filter_map(|run| run.machine_cpu)
                     .collect::<Vec<_>>(),
             ),
             failures,
@@ -319,6 +326,7 @@ mod tests {
                 peak_rss_bytes: wall_ms << 20,
             }),
             other_cpu: None,
+            machine_cpu: None,
             failure: failure.map(str::to_owned),
             events: None,
             served,

@@ -489,6 +489,7 @@ impl Context<'_> {
         let floor = hashed
             .zip(copied)
             .map(|(hash, copy)| hash.median.max(copy.median));
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let mut section = Section::default();
         let _ = writeln!(
             section.text,
@@ -522,6 +523,18 @@ impl Context<'_> {
                 section.text,
                 "  ÷ the slower of `rangefetch hash` and `dd` into tmpfs (medians): {}.",
                 report::times(ratio(summary.median_wall(), floor)),
+            );
+            // The other floor: the work the run made the machine do (the
+            // download's threads, nginx, loopback softirq), spread over
+            // every core.
+            let work_floor = summary.machine_cpu.map(|busy| busy.div_f64(cores as f64));
+            let _ = writeln!(
+                section.text,
+                "  The machine's busy CPU during the run (every process: rangefetch, nginx, \
+                 loopback softirq), median: {} s, i.e. {} s on {cores} cores; wall ÷ that: {}.",
+                report::seconds(summary.machine_cpu),
+                report::seconds(work_floor),
+                report::times(ratio(summary.median_wall(), work_floor)),
             );
         }
         section.checks.push(Check::at_most(
