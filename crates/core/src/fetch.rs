@@ -34,7 +34,7 @@ use crate::resume::JournalWriter;
 use crate::retry::{Backoff, Jitter};
 use crate::sources::{IF_RANGE_DATE, IF_RANGE_ETAG, IF_RANGE_NONE, Sources};
 use crate::store::PartFile;
-use crate::transport::{Http, next_chunk, send_within, status_error};
+use crate::transport::{Http, next_chunk_or_wait, send_within, status_error};
 use crate::verify::HashFollower;
 
 /// Retry and timeout settings of the fetch stage.
@@ -803,7 +803,11 @@ impl Fetcher {
         // still be filling), then the stall timeout.
         let mut wait = self.policy.first_byte_timeout;
         while offset < expected.end {
-            let Some(chunk) = next_chunk(&mut response, wait, &url).await? else {
+            let (chunk, backlogged) = next_chunk_or_wait(&mut response, wait, &url, || {
+                self.plan().set_backlogged(id, false);
+            })
+            .await?;
+            let Some(chunk) = chunk else {
                 break;
             };
             wait = self.policy.stall_timeout;
@@ -830,8 +834,16 @@ impl Fetcher {
             }
             last = Instant::now();
             let mut data = &chunk[..];
+            let mut first_claim = true;
             while !data.is_empty() {
-                let claimed = self.plan().claim(id, data.len() as u64);
+                let claimed = {
+                    let mut plan = self.plan();
+                    if first_claim {
+                        plan.set_backlogged(id, backlogged);
+                        first_claim = false;
+                    }
+                    plan.claim(id, data.len() as u64)
+                };
                 if claimed.is_empty() {
                     return Ok(());
                 }

@@ -50,6 +50,11 @@ struct Task {
     started: Duration,
     /// Bytes claimed since then.
     claimed: u64,
+    /// At its connection's last look, data was already waiting: what holds
+    /// this task back is this process (its CPU, its writes), not the
+    /// server, and what a steal would cut off is probably already in the
+    /// socket buffers.
+    backlogged: bool,
 }
 
 /// How slow a task must be, next to its peers, before an idle connection
@@ -191,6 +196,7 @@ impl Scheduler {
                 end: range.end,
                 started: self.now,
                 claimed: 0,
+                backlogged: false,
             },
         );
         Assignment { id, range, stolen }
@@ -274,6 +280,7 @@ impl Scheduler {
         let (&victim, task) = self
             .tasks
             .iter()
+            .filter(|(_, t)| !t.backlogged)
             .max_by_key(|(id, t)| (t.end - t.cursor, std::cmp::Reverse(**id)))?;
         let remaining = task.end - task.cursor;
         if remaining < 2 * self.min_piece {
@@ -300,6 +307,18 @@ impl Scheduler {
             task.end = mid;
         }
         Some(self.new_task(ByteRange::new(mid, end), true))
+    }
+
+    /// Records whether task `id`'s connection found data already waiting
+    /// when it last asked for more. A backlogged task is neither stolen
+    /// from nor taken over: the server has sent what it is asked for and
+    /// this process has yet to read it, so another connection would fetch
+    /// the same bytes again and only a busier process could read them. The
+    /// mark clears as soon as the connection has to wait for the server.
+    pub fn set_backlogged(&mut self, id: TaskId, backlogged: bool) {
+        if let Some(task) = self.tasks.get_mut(&id) {
+            task.backlogged = backlogged;
+        }
     }
 
     /// The bytes task `id` may still claim, `[cursor, end)`; empty when the
@@ -340,7 +359,7 @@ impl Scheduler {
             .iter()
             .filter_map(|(id, t)| {
                 let age = now.saturating_sub(t.started);
-                if t.cursor >= t.end || age < policy.min_age {
+                if t.cursor >= t.end || age < policy.min_age || t.backlogged {
                     return None;
                 }
                 let rate = t.claimed as f64 / age.as_secs_f64();
@@ -549,6 +568,53 @@ mod tests {
         assert_eq!(plan.take_over(policy, 45.0), None);
         // Without a reference rate nothing is judged.
         assert_eq!(plan.take_over(policy, 0.0), None);
+    }
+
+    #[test]
+    fn a_task_with_data_waiting_is_neither_stolen_from_nor_taken_over() {
+        let mut plan = fresh(100, 100, 10);
+        let policy = TakeOver {
+            min_age: Duration::from_secs(1),
+            slow_fraction: 0.3,
+        };
+        let a = plan.next_assignment().expect("whole file");
+        plan.set_now(Duration::from_secs(2));
+        // 1 B/s against peers' 50: slow, but its connection found data
+        // waiting (this process, not the server, holds it back), so nobody
+        // steals from it or takes it over.
+        plan.claim(a.id, 2);
+        plan.set_backlogged(a.id, true);
+        assert_eq!(plan.take_over(policy, 50.0), None);
+        assert_eq!(plan.next_assignment(), None);
+        // Its connection has to wait for the server again: both apply.
+        plan.set_backlogged(a.id, false);
+        let stolen = plan.next_assignment().expect("a steal");
+        assert!(stolen.stolen);
+        assert_eq!(stolen.range, ByteRange::new(51, 100));
+        let taken = plan.take_over(policy, 50.0).expect("taken over");
+        assert_eq!(taken.range, ByteRange::new(2, 51));
+
+        // Among several, a steal passes over the backlogged ones: the
+        // largest remainder of those waiting for their server is split.
+        let mut plan = fresh(300, 100, 10);
+        let mut tasks = Vec::new();
+        while !plan.pending().is_empty() {
+            tasks.push(plan.next_assignment().expect("a piece"));
+        }
+        assert!(tasks.len() >= 2, "{tasks:?}");
+        let largest = tasks
+            .iter()
+            .max_by_key(|task| task.range.len())
+            .expect("tasks");
+        plan.set_backlogged(largest.id, true);
+        let stolen = plan.next_assignment().expect("a steal");
+        assert!(stolen.stolen);
+        assert!(
+            !(largest.range.start <= stolen.range.start && stolen.range.end <= largest.range.end),
+            "stole {} from the backlogged {}",
+            stolen.range,
+            largest.range
+        );
     }
 
     #[test]

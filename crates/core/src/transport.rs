@@ -5,6 +5,7 @@
 //! imports no stage.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -181,6 +182,30 @@ pub(crate) async fn next_chunk(
     url: &Url,
 ) -> Result<Option<Bytes>> {
     within(stall, response.chunk(), url, "stalled: no data for").await
+}
+
+/// [`next_chunk`], and whether the chunk was there at once, already read
+/// from the socket, with no wait for the server. `waiting` runs before the
+/// connection starts to wait, so the caller can say so while it does.
+pub(crate) async fn next_chunk_or_wait(
+    response: &mut Response,
+    stall: Duration,
+    url: &Url,
+    waiting: impl FnOnce(),
+) -> Result<(Option<Bytes>, bool)> {
+    let mut next = std::pin::pin!(next_chunk(response, stall, url));
+    let first = std::future::poll_fn(|cx| {
+        Poll::Ready(match next.as_mut().poll(cx) {
+            Poll::Ready(result) => Some(result),
+            Poll::Pending => None,
+        })
+    })
+    .await;
+    if let Some(result) = first {
+        return result.map(|chunk| (chunk, true));
+    }
+    waiting();
+    next.await.map(|chunk| (chunk, false))
 }
 
 /// Awaits `work` for at most `limit`; a transport error or running out of
