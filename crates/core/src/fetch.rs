@@ -802,11 +802,19 @@ impl Fetcher {
         // Until the first byte the first-byte timeout counts (a cache may
         // still be filling), then the stall timeout.
         let mut wait = self.policy.first_byte_timeout;
+        // Looks in a row that found nothing read yet. One wait after data
+        // was waiting can be a server between two writes; the second says
+        // the server, not this process, is what the connection waits on.
+        let mut waits = 0u32;
         while offset < expected.end {
-            let (chunk, backlogged) = next_chunk_or_wait(&mut response, wait, &url, || {
-                self.plan().set_backlogged(id, false);
+            let (chunk, ready) = next_chunk_or_wait(&mut response, wait, &url, || {
+                if waits >= 1 {
+                    self.plan().set_backlogged(id, false);
+                }
             })
             .await?;
+            waits = if ready { 0 } else { waits + 1 };
+            let backlogged = waits < 2;
             let Some(chunk) = chunk else {
                 break;
             };

@@ -122,7 +122,8 @@ impl Scheduler {
     /// the server already sent (on a fast link, nearly all of it: socket
     /// buffers hold megabytes), so it pays only when the victim would take
     /// long to get there itself. A task that has delivered nothing yet may
-    /// always be stolen from. Zero (the default) steals whenever a piece of
+    /// be stolen from once it is older than `horizon` (its request may be
+    /// stalled). Zero (the default) steals whenever a piece of
     /// `2 × min_piece` is left.
     pub fn steal_horizon(mut self, horizon: Duration) -> Self {
         self.steal_horizon = horizon;
@@ -287,12 +288,17 @@ impl Scheduler {
             return None;
         }
         let age = self.now.saturating_sub(task.started).as_secs_f64();
+        let horizon = self.steal_horizon.as_secs_f64();
         if task.claimed > 0 && age > 0.0 {
             let rate = task.claimed as f64 / age;
             let eta = remaining as f64 / rate;
-            if eta < self.steal_horizon.as_secs_f64() {
+            if eta < horizon {
                 return None;
             }
+        } else if age < horizon {
+            // Nothing delivered yet, but not for long: its answer may be on
+            // its way (or in a socket buffer of a busy process).
+            return None;
         }
         let end = task.end;
         // The aligned boundary at or below the middle: with at least one
@@ -523,10 +529,13 @@ mod tests {
         plan.set_now(Duration::from_secs(1));
         let stolen = plan.next_assignment().expect("a steal");
         assert!(stolen.stolen);
-        // Nothing delivered yet (a stalled request): always stealable.
+        // Nothing delivered yet: left alone for the horizon (its answer may
+        // be on its way), then stealable (a stalled request).
         let mut plan = fresh(8 * mib, 8 * mib, mib).steal_horizon(Duration::from_secs(60));
         plan.next_assignment().expect("first");
         plan.set_now(Duration::from_millis(10));
+        assert_eq!(plan.next_assignment(), None);
+        plan.set_now(Duration::from_secs(61));
         assert!(plan.next_assignment().is_some_and(|s| s.stolen));
     }
 
