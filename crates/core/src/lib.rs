@@ -23,9 +23,9 @@
 //!
 //! The hashing threads (one maps the written prefix, one hashes it) are
 //! started from within [`Download::run`], by whichever thread polls it at
-//! the time, and inherit that thread's scheduling priority. On a link faster than SHA-256 the hash is the one
-//! sequential job, so it pays to run the runtime's workers a little below
-//! that thread: the `rangefetch` binary awaits the download on its main
+//! the time, and inherit that thread's scheduling priority. On a link
+//! faster than SHA-256 the hash is the one sequential job, so it pays to
+//! run the runtime's workers a little below that thread: the `rangefetch` binary awaits the download on its main
 //! thread and puts the runtime's threads five nice steps lower
 //! (`on_thread_start`), which on two cores brought a 2 GiB download into
 //! tmpfs from 2.4 s to 2.2 s and the last byte → verified from hundreds of

@@ -552,13 +552,16 @@ mod tests {
         assert!(plan.claim(a.id, 1).is_empty());
     }
 
+    /// Judged after a second, slow below 30 % of the peers' rate.
+    const TAKE_OVER: TakeOver = TakeOver {
+        min_age: Duration::from_secs(1),
+        slow_fraction: 0.3,
+    };
+
     #[test]
     fn takes_over_a_dribbling_task() {
         let mut plan = fresh(400, 100, 100);
-        let policy = TakeOver {
-            min_age: Duration::from_secs(1),
-            slow_fraction: 0.3,
-        };
+        let policy = TAKE_OVER;
         let tasks: Vec<_> = (0..4)
             .map(|_| plan.next_assignment().expect("chunk"))
             .collect();
@@ -582,10 +585,7 @@ mod tests {
     #[test]
     fn a_task_with_data_waiting_is_neither_stolen_from_nor_taken_over() {
         let mut plan = fresh(100, 100, 10);
-        let policy = TakeOver {
-            min_age: Duration::from_secs(1),
-            slow_fraction: 0.3,
-        };
+        let policy = TAKE_OVER;
         let a = plan.next_assignment().expect("whole file");
         plan.set_now(Duration::from_secs(2));
         // 1 B/s against peers' 50: slow, but its connection found data
